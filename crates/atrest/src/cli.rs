@@ -1,0 +1,86 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The address `atrest serve` listens on by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8445";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atrest",
+    version,
+    about = "Self-hosted encryption at rest: an AWS-compatible KMS on an HSM"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: every API on one port, on embedded storage.
+    Serve(ServeArgs),
+    /// Manage principals (works while the server is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Operate on the HSM key store.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Where keys, metadata and the HSM keystore live.
+    #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// File holding the HSM passphrase (else ATREST_HSM_PASSPHRASE; with neither, dev mode).
+    #[arg(long)]
+    pub hsm_passphrase_file: Option<PathBuf>,
+    /// AWS region in ARNs and SigV4 scopes; fixed when the data dir is initialised [default: us-east-1].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Account id in ARNs; fixed when the data dir is initialised [default: 000000000000].
+    #[arg(long)]
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Seconds between checks for due key rotations and deletions.
+    #[arg(long, default_value_t = 60)]
+    pub maintenance_interval_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user with an access key; prints its credentials as JSON.
+    Add {
+        /// IAM-style user name.
+        name: String,
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Use this access key id instead of a generated one (needs --secret-access-key).
+        #[arg(long, requires = "secret_access_key")]
+        access_key_id: Option<String>,
+        /// Use this secret access key instead of a generated one (needs --access-key-id).
+        #[arg(long, requires = "access_key_id")]
+        secret_access_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HsmCommand {
+    /// Destroy the HSM root key: every key in this data dir becomes unrecoverable.
+    Zeroize {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}

@@ -1,0 +1,183 @@
+//! Opening a data directory: unseal the HSM, open the metadata store, fix the account
+//! settings on first use, and make sure the account root has credentials.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atrest_crypto::SecretBytes;
+use atrest_hsm::{SoftwareHsm, UnsealWith, fsio};
+use atrest_kms::{Clock, Kms, NewCredentials, RedbStore};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::DataDirArgs;
+use crate::error::CliError;
+
+const SETTINGS_FILE: &str = "atrest.json";
+const ROOT_CREDENTIALS_FILE: &str = "root-credentials.json";
+const DEFAULT_REGION: &str = "us-east-1";
+const DEFAULT_ACCOUNT: &str = "000000000000";
+/// Test-only: shifts the key-lifecycle clock (never request authentication).
+const CLOCK_OFFSET_ENV: &str = "ATREST_TEST_CLOCK_OFFSET_SECONDS";
+
+pub struct Opened {
+    pub kms: Arc<Kms>,
+    pub hsm_backend: &'static str,
+    /// Set when this call created the root's credentials (printed once by the caller).
+    pub new_root: Option<NewCredentials>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Settings {
+    region: String,
+    account_id: String,
+}
+
+pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
+    let dir = &args.data_dir;
+    fs::create_dir_all(dir).map_err(|error| CliError::io(dir, error))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|error| CliError::io(dir, error))?;
+    let settings = settings(dir, args)?;
+
+    let unseal = unseal_source(args)?;
+    let (hsm, report) = SoftwareHsm::open(&dir.join("hsm"), &unseal)?;
+    if report.dev_mode {
+        tracing::warn!(
+            "DEV MODE: the HSM root key is sealed under a key file in {} — anyone who can read the \
+             data dir can read every key. Set ATREST_HSM_PASSPHRASE or --hsm-passphrase-file for real use.",
+            dir.join("hsm").display()
+        );
+    }
+    let store = RedbStore::open(&dir.join("metadata.redb"))?;
+    let clock = clock_from_env()?;
+    let kms = Arc::new(Kms::new(
+        Arc::new(store),
+        Arc::new(hsm),
+        &settings.region,
+        &settings.account_id,
+        clock,
+    ));
+    let new_root = ensure_root(&kms, dir)?;
+    Ok(Opened {
+        kms,
+        hsm_backend: "software",
+        new_root,
+    })
+}
+
+/// Region and account are fixed when the data dir is created: ARNs and ciphertexts name them.
+fn settings(dir: &Path, args: &DataDirArgs) -> Result<Settings, CliError> {
+    let path = dir.join(SETTINGS_FILE);
+    if path.exists() {
+        let text = fs::read(&path).map_err(|error| CliError::io(&path, error))?;
+        let stored: Settings = serde_json::from_slice(&text).map_err(|error| {
+            CliError::Config(format!("{} is not valid: {error}", path.display()))
+        })?;
+        for (flag, given, stored_value) in [
+            ("--region", &args.region, &stored.region),
+            ("--account-id", &args.account_id, &stored.account_id),
+        ] {
+            if let Some(given) = given
+                && given != stored_value
+            {
+                return Err(CliError::Config(format!(
+                    "{flag} {given} differs from {stored_value}, fixed when {} was initialised",
+                    dir.display()
+                )));
+            }
+        }
+        return Ok(stored);
+    }
+    let settings = Settings {
+        region: args
+            .region
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+        account_id: args
+            .account_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned()),
+    };
+    if settings.account_id.len() != 12 || !settings.account_id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(CliError::Config("--account-id must be 12 digits".into()));
+    }
+    let text = serde_json::to_vec_pretty(&settings)
+        .map_err(|error| CliError::Config(error.to_string()))?;
+    fsio::write_atomically(&path, &text, 0o600).map_err(|error| CliError::io(&path, error))?;
+    Ok(settings)
+}
+
+fn unseal_source(args: &DataDirArgs) -> Result<UnsealWith, CliError> {
+    if let Some(file) = &args.hsm_passphrase_file {
+        let mut bytes = fs::read(file).map_err(|error| CliError::io(file, error))?;
+        while bytes
+            .last()
+            .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+        {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Err(CliError::Config(format!(
+                "{} holds an empty passphrase",
+                file.display()
+            )));
+        }
+        return Ok(UnsealWith::Passphrase(SecretBytes::new(bytes)));
+    }
+    match std::env::var("ATREST_HSM_PASSPHRASE") {
+        Ok(passphrase) if !passphrase.is_empty() => Ok(UnsealWith::Passphrase(SecretBytes::new(
+            passphrase.into_bytes(),
+        ))),
+        _ => Ok(UnsealWith::DevKeyFile),
+    }
+}
+
+fn clock_from_env() -> Result<Clock, CliError> {
+    match std::env::var(CLOCK_OFFSET_ENV) {
+        Ok(text) => {
+            let offset: i64 = text.parse().map_err(|_| {
+                CliError::Config(format!(
+                    "{CLOCK_OFFSET_ENV} must be an integer number of seconds"
+                ))
+            })?;
+            tracing::warn!(
+                offset,
+                "{CLOCK_OFFSET_ENV} is set: key lifecycle dates are shifted (testing only)"
+            );
+            Ok(Clock::with_offset(offset))
+        }
+        Err(_) => Ok(Clock::default()),
+    }
+}
+
+/// Creates the root's credentials on first use: from ATREST_ROOT_ACCESS_KEY_ID /
+/// ATREST_ROOT_SECRET_ACCESS_KEY if set, else generated; saved (0600) in the data dir.
+fn ensure_root(kms: &Kms, dir: &Path) -> Result<Option<NewCredentials>, CliError> {
+    if kms.has_root()? {
+        return Ok(None);
+    }
+    let access_key_id = std::env::var("ATREST_ROOT_ACCESS_KEY_ID")
+        .ok()
+        .filter(|id| !id.is_empty());
+    let secret = std::env::var("ATREST_ROOT_SECRET_ACCESS_KEY")
+        .ok()
+        .filter(|secret| !secret.is_empty());
+    if access_key_id.is_some() != secret.is_some() {
+        return Err(CliError::Config(
+            "set both ATREST_ROOT_ACCESS_KEY_ID and ATREST_ROOT_SECRET_ACCESS_KEY, or neither"
+                .into(),
+        ));
+    }
+    let credentials = kms.create_principal(
+        None,
+        access_key_id,
+        secret.map(|s| SecretBytes::new(s.into_bytes())),
+    )?;
+    let path: PathBuf = dir.join(ROOT_CREDENTIALS_FILE);
+    let text = serde_json::to_vec_pretty(&credentials)
+        .map_err(|error| CliError::Config(error.to_string()))?;
+    fsio::write_atomically(&path, &text, 0o600).map_err(|error| CliError::io(&path, error))?;
+    Ok(Some(credentials))
+}

@@ -1,0 +1,116 @@
+//! `atrest`: parses the command line and wires the crates together; nothing else.
+
+mod cli;
+mod datadir;
+mod error;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_crypto::SecretBytes;
+use atrest_hsm::SoftwareHsm;
+use atrest_server::AppState;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, HsmCommand, ServeArgs, UserCommand};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::User(UserCommand::Add {
+            name,
+            data,
+            access_key_id,
+            secret_access_key,
+        }) => add_user(&name, &data, access_key_id, secret_access_key),
+        Command::Hsm(HsmCommand::Zeroize { data_dir }) => zeroize(&data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("atrest: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let opened = datadir::open(&args.data)?;
+    if let Some(root) = &opened.new_root {
+        println!(
+            "Root credentials for this data dir (also saved in root-credentials.json, mode 0600):"
+        );
+        println!("{}", serde_json::to_string_pretty(root).unwrap_or_default());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Config(format!("starting the async runtime: {error}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|error| CliError::Config(format!("cannot listen on {}: {error}", args.listen)))?;
+        let kms = Arc::clone(&opened.kms);
+        atrest_server::spawn_maintenance(Arc::clone(&kms), Duration::from_secs(args.maintenance_interval_secs.max(1)));
+        let state = Arc::new(AppState { kms, hsm_backend: opened.hsm_backend });
+        tracing::info!(listen = %args.listen, data_dir = %args.data.data_dir.display(), "atrest is serving");
+        atrest_server::serve(listener, state, shutdown_signal())
+            .await
+            .map_err(|error| CliError::Config(format!("server failed: {error}")))?;
+        tracing::info!("atrest stopped");
+        Ok(())
+    })
+}
+
+fn add_user(
+    name: &str,
+    data: &cli::DataDirArgs,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+) -> Result<(), CliError> {
+    let opened = datadir::open(data)?;
+    let secret = secret_access_key.map(|secret| SecretBytes::new(secret.into_bytes()));
+    let credentials = opened
+        .kms
+        .create_principal(Some(name), access_key_id, secret)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&credentials).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn zeroize(data_dir: &std::path::Path) -> Result<(), CliError> {
+    SoftwareHsm::zeroize(&data_dir.join("hsm"))?;
+    eprintln!(
+        "atrest: the HSM root key in {} is destroyed; every key in this data dir is now unrecoverable",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

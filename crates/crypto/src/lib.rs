@@ -1,0 +1,16 @@
+//! Sans-io cryptographic building blocks for atrest.
+//!
+//! Nothing here does I/O or knows about keys' lifecycles: the HSM and KMS crates compose these
+//! pieces. Every on-disk or on-wire format defined here starts with a version byte and its
+//! constants are frozen.
+
+pub mod aead;
+pub mod blob;
+pub mod context;
+pub mod random;
+pub mod secret;
+
+pub use aead::{AeadKey, OpenError};
+pub use blob::{BlobError, CiphertextBlob};
+pub use context::EncryptionContext;
+pub use secret::{SecretBytes, SecretKey32};

@@ -1,0 +1,379 @@
+//! The default HSM backend: keys live in process memory, unwrapped on demand from blobs sealed
+//! under a root key that is itself sealed in [`keystore`].
+//!
+//! Unwrapped keys are cached (as a hardware HSM keeps loaded key handles), bounded in number, and
+//! are zeroized when evicted: `AeadKey` and `hmac::Key` live inside AWS-LC, which cleanses key
+//! schedules on free.
+
+pub mod keystore;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use atrest_crypto::{AeadKey, SecretBytes, SecretKey32, random};
+use aws_lc_rs::hmac;
+
+pub use keystore::{OpenReport, UnsealWith};
+
+use crate::{Hsm, HsmError, KeyKind, WrappedKey};
+
+/// Unwrapped keys kept loaded; beyond this the cache is emptied and refilled on demand.
+const CACHE_CAPACITY: usize = 4096;
+
+pub struct SoftwareHsm {
+    root: AeadKey,
+    loaded: RwLock<HashMap<Vec<u8>, Arc<LoadedKey>>>,
+}
+
+enum LoadedKey {
+    Aes(AeadKey),
+    Hmac(Box<hmac::Key>),
+}
+
+impl SoftwareHsm {
+    /// Opens (or on first use creates) the keystore in `dir` and unseals the root key.
+    pub fn open(dir: &Path, unseal: &UnsealWith) -> Result<(Self, OpenReport), HsmError> {
+        let (root, report) = keystore::open_or_create(dir, unseal)?;
+        Ok((Self::with_root_key(&root), report))
+    }
+
+    /// Destroys the root key of the keystore in `dir`.
+    pub fn zeroize(dir: &Path) -> Result<(), HsmError> {
+        keystore::zeroize(dir)
+    }
+
+    fn with_root_key(root: &SecretKey32) -> Self {
+        Self {
+            root: AeadKey::new(root),
+            loaded: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn unwrap_material(
+        &self,
+        wrapped: &WrappedKey,
+        label: &[u8],
+    ) -> Result<(KeyKind, SecretBytes), HsmError> {
+        let kind = wrapped.kind().ok_or(HsmError::WrappedKeyCorrupt)?;
+        let material = self
+            .root
+            .open(wrapped.sealed_part(), &WrappedKey::aad(kind, label))
+            .map_err(|_| HsmError::WrappedKeyCorrupt)?;
+        if kind != KeyKind::Secret && material.len() != kind.material_len() {
+            return Err(HsmError::WrappedKeyCorrupt);
+        }
+        Ok((kind, material))
+    }
+
+    fn load(&self, wrapped: &WrappedKey, label: &[u8]) -> Result<Arc<LoadedKey>, HsmError> {
+        let cache_key = [wrapped.as_bytes(), b"\0", label].concat();
+        if let Some(loaded) = self.read_cache().get(&cache_key) {
+            return Ok(Arc::clone(loaded));
+        }
+        let (kind, material) = self.unwrap_material(wrapped, label)?;
+        let loaded = Arc::new(match kind {
+            KeyKind::Aes256 => {
+                let key = SecretKey32::from_slice(material.expose())
+                    .ok_or(HsmError::WrappedKeyCorrupt)?;
+                LoadedKey::Aes(AeadKey::new(&key))
+            }
+            KeyKind::Hmac224 => LoadedKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA224,
+                material.expose(),
+            ))),
+            KeyKind::Hmac256 => LoadedKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA256,
+                material.expose(),
+            ))),
+            KeyKind::Hmac384 => LoadedKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA384,
+                material.expose(),
+            ))),
+            KeyKind::Hmac512 => LoadedKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA512,
+                material.expose(),
+            ))),
+            KeyKind::Secret => {
+                return Err(HsmError::WrongKeyKind {
+                    actual: kind.name(),
+                    operation: "key operations",
+                });
+            }
+        });
+        let mut cache = self.write_cache();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(cache_key, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    fn aes(
+        &self,
+        wrapped: &WrappedKey,
+        label: &[u8],
+        operation: &'static str,
+    ) -> Result<Arc<LoadedKey>, HsmError> {
+        let loaded = self.load(wrapped, label)?;
+        match *loaded {
+            LoadedKey::Aes(_) => Ok(loaded),
+            LoadedKey::Hmac(_) => Err(wrong_kind(wrapped, operation)),
+        }
+    }
+
+    fn hmac_key(
+        &self,
+        wrapped: &WrappedKey,
+        label: &[u8],
+        operation: &'static str,
+    ) -> Result<Arc<LoadedKey>, HsmError> {
+        let loaded = self.load(wrapped, label)?;
+        match *loaded {
+            LoadedKey::Hmac(_) => Ok(loaded),
+            LoadedKey::Aes(_) => Err(wrong_kind(wrapped, operation)),
+        }
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Arc<LoadedKey>>> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        self.loaded
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, Arc<LoadedKey>>> {
+        self.loaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Hsm for SoftwareHsm {
+    fn backend_name(&self) -> &'static str {
+        "software"
+    }
+
+    fn generate_key(&self, kind: KeyKind, label: &[u8]) -> Result<WrappedKey, HsmError> {
+        if kind == KeyKind::Secret {
+            return Err(HsmError::WrongKeyKind {
+                actual: kind.name(),
+                operation: "generate_key",
+            });
+        }
+        let material = random::secret_bytes(kind.material_len());
+        let sealed = self
+            .root
+            .seal(material.expose(), &WrappedKey::aad(kind, label));
+        Ok(WrappedKey::assemble(kind, sealed))
+    }
+
+    fn encrypt(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        match &*self.aes(key, label, "encrypt")? {
+            LoadedKey::Aes(aes) => Ok(aes.seal(plaintext, aad)),
+            LoadedKey::Hmac(_) => Err(wrong_kind(key, "encrypt")),
+        }
+    }
+
+    fn decrypt(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes, HsmError> {
+        match &*self.aes(key, label, "decrypt")? {
+            LoadedKey::Aes(aes) => aes.open(sealed, aad).map_err(|_| HsmError::DecryptFailed),
+            LoadedKey::Hmac(_) => Err(wrong_kind(key, "decrypt")),
+        }
+    }
+
+    fn generate_data_key(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        len: usize,
+        aad: &[u8],
+    ) -> Result<(SecretBytes, Vec<u8>), HsmError> {
+        let plaintext = random::secret_bytes(len);
+        let sealed = self.encrypt(key, label, plaintext.expose(), aad)?;
+        Ok((plaintext, sealed))
+    }
+
+    fn mac(&self, key: &WrappedKey, label: &[u8], message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        match &*self.hmac_key(key, label, "mac")? {
+            LoadedKey::Hmac(hmac_key) => Ok(hmac::sign(hmac_key, message).as_ref().to_vec()),
+            LoadedKey::Aes(_) => Err(wrong_kind(key, "mac")),
+        }
+    }
+
+    fn verify_mac(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, HsmError> {
+        match &*self.hmac_key(key, label, "verify_mac")? {
+            LoadedKey::Hmac(hmac_key) => Ok(hmac::verify(hmac_key, message, mac).is_ok()),
+            LoadedKey::Aes(_) => Err(wrong_kind(key, "verify_mac")),
+        }
+    }
+
+    fn random(&self, len: usize) -> Vec<u8> {
+        random::bytes(len)
+    }
+
+    fn wrap_secret(&self, secret: &SecretBytes, label: &[u8]) -> Result<WrappedKey, HsmError> {
+        let sealed = self
+            .root
+            .seal(secret.expose(), &WrappedKey::aad(KeyKind::Secret, label));
+        Ok(WrappedKey::assemble(KeyKind::Secret, sealed))
+    }
+
+    fn unwrap_secret(&self, wrapped: &WrappedKey, label: &[u8]) -> Result<SecretBytes, HsmError> {
+        match self.unwrap_material(wrapped, label)? {
+            (KeyKind::Secret, secret) => Ok(secret),
+            (kind, _) => Err(HsmError::WrongKeyKind {
+                actual: kind.name(),
+                operation: "unwrap_secret",
+            }),
+        }
+    }
+
+    fn forget(&self, key: &WrappedKey, label: &[u8]) {
+        let cache_key = [key.as_bytes(), b"\0", label].concat();
+        self.write_cache().remove(&cache_key);
+    }
+}
+
+fn wrong_kind(key: &WrappedKey, operation: &'static str) -> HsmError {
+    let actual = key.kind().map_or("unknown", KeyKind::name);
+    HsmError::WrongKeyKind { actual, operation }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_hsm() -> (tempfile::TempDir, SoftwareHsm) {
+        let dir = tempfile::tempdir().unwrap();
+        let (hsm, report) = SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile).unwrap();
+        assert!(report.created && report.dev_mode);
+        (dir, hsm)
+    }
+
+    #[test]
+    fn keys_survive_reopening_and_are_bound_to_their_label() {
+        let (dir, hsm) = dev_hsm();
+        let key = hsm.generate_key(KeyKind::Aes256, b"kms:a:v1").unwrap();
+        let sealed = hsm.encrypt(&key, b"kms:a:v1", b"secret", b"aad").unwrap();
+        let (reopened, report) = SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile).unwrap();
+        assert!(!report.created);
+        assert_eq!(
+            reopened
+                .decrypt(&key, b"kms:a:v1", &sealed, b"aad")
+                .unwrap()
+                .expose(),
+            b"secret"
+        );
+        assert!(matches!(
+            reopened.decrypt(&key, b"kms:b:v1", &sealed, b"aad"),
+            Err(HsmError::WrappedKeyCorrupt)
+        ));
+        assert!(matches!(
+            reopened.decrypt(&key, b"kms:a:v1", &sealed, b"aaX"),
+            Err(HsmError::DecryptFailed)
+        ));
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_wrapped_key_is_detected() {
+        let (_dir, hsm) = dev_hsm();
+        let key = hsm.generate_key(KeyKind::Hmac256, b"label").unwrap();
+        for index in 0..key.as_bytes().len() {
+            let mut bytes = key.as_bytes().to_vec();
+            bytes[index] ^= 0x80;
+            let tampered = WrappedKey::from_bytes(bytes);
+            assert!(hsm.mac(&tampered, b"label", b"m").is_err(), "byte {index}");
+        }
+    }
+
+    #[test]
+    fn hmac_keys_refuse_encryption_and_verify_their_macs() {
+        let (_dir, hsm) = dev_hsm();
+        let key = hsm.generate_key(KeyKind::Hmac384, b"h").unwrap();
+        let mac = hsm.mac(&key, b"h", b"message").unwrap();
+        assert_eq!(mac.len(), 48);
+        assert!(hsm.verify_mac(&key, b"h", b"message", &mac).unwrap());
+        assert!(!hsm.verify_mac(&key, b"h", b"messagf", &mac).unwrap());
+        assert!(matches!(
+            hsm.encrypt(&key, b"h", b"x", b""),
+            Err(HsmError::WrongKeyKind { .. })
+        ));
+    }
+
+    #[test]
+    fn passphrase_keystore_needs_the_right_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let right = UnsealWith::Passphrase(SecretBytes::copy_from(b"correct horse"));
+        let (hsm, report) = SoftwareHsm::open(dir.path(), &right).unwrap();
+        assert!(!report.dev_mode);
+        let secret = hsm
+            .wrap_secret(&SecretBytes::copy_from(b"sigv4 secret"), b"user")
+            .unwrap();
+        let wrong = UnsealWith::Passphrase(SecretBytes::copy_from(b"battery staple"));
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &wrong),
+            Err(HsmError::UnsealFailed { .. })
+        ));
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
+            Err(HsmError::PassphraseRequired)
+        ));
+        let (again, _) = SoftwareHsm::open(dir.path(), &right).unwrap();
+        assert_eq!(
+            again.unwrap_secret(&secret, b"user").unwrap().expose(),
+            b"sigv4 secret"
+        );
+    }
+
+    #[test]
+    fn a_tampered_keystore_refuses_to_unseal() {
+        let (dir, _hsm) = dev_hsm();
+        let path = dir.path().join(keystore::KEYSTORE_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let marker = "\"sealed_root_key\": \"";
+        let at = text.find(marker).unwrap() + marker.len() + 30;
+        let flipped = if &text[at..=at] == "0" { "1" } else { "0" };
+        let tampered = format!("{}{}{}", &text[..at], flipped, &text[at + 1..]);
+        std::fs::write(&path, tampered).unwrap();
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
+            Err(HsmError::UnsealFailed { .. })
+        ));
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
+            Err(HsmError::KeystoreCorrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn zeroize_destroys_the_root_key_for_good() {
+        let (dir, hsm) = dev_hsm();
+        let _key = hsm.generate_key(KeyKind::Aes256, b"k").unwrap();
+        SoftwareHsm::zeroize(dir.path()).unwrap();
+        assert!(!dir.path().join(keystore::DEV_UNSEAL_KEY_FILE).exists());
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
+            Err(HsmError::Zeroized { .. })
+        ));
+    }
+}

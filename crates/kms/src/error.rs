@@ -1,0 +1,78 @@
+//! The KMS error enum: one variant per AWS KMS error type the operations can return.
+//!
+//! Messages follow AWS's wording where callers are known to match on it; the server maps each
+//! variant to its wire name and HTTP status (`atrest-server`'s `kms::errors`).
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsError {
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Disabled(String),
+    #[error("{0}")]
+    IncorrectKey(String),
+    #[error("{0}")]
+    InvalidAliasName(String),
+    #[error("{0}")]
+    InvalidArn(String),
+    /// Deliberately carries no detail beyond a fixed message: no decryption oracle.
+    #[error("")]
+    InvalidCiphertext,
+    #[error("{0}")]
+    InvalidKeyUsage(String),
+    #[error("{0}")]
+    InvalidMarker(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    InvalidMac(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Tag(String),
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    #[error("{0}")]
+    Validation(String),
+}
+
+impl KmsError {
+    /// An AWS-shaped validation message for one field.
+    pub fn validation(field: &str, value: impl std::fmt::Display, constraint: &str) -> Self {
+        KmsError::Validation(format!(
+            "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        ))
+    }
+
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
+        KmsError::Internal(format!("{context}: {error}"))
+    }
+}
+
+impl From<redb::Error> for KmsError {
+    fn from(error: redb::Error) -> Self {
+        KmsError::internal("metadata store", error)
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for KmsError {
+            fn from(error: $t) -> Self {
+                KmsError::internal("metadata store", error)
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

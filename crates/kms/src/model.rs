@@ -1,0 +1,160 @@
+//! Stored records: what the metadata store holds for keys, aliases and principals.
+//!
+//! Records are JSON inside the store so fields can be added without a migration; every record
+//! type carries only wrapped key material (see `atrest_hsm::WrappedKey`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// AWS KMS key specs. atrest serves the symmetric and HMAC specs; the others are known so that
+/// requests naming them get a precise error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(non_camel_case_types)] // the AWS wire names, verbatim
+pub enum KeySpec {
+    SYMMETRIC_DEFAULT,
+    HMAC_224,
+    HMAC_256,
+    HMAC_384,
+    HMAC_512,
+    RSA_2048,
+    RSA_3072,
+    RSA_4096,
+    ECC_NIST_P256,
+    ECC_NIST_P384,
+    ECC_NIST_P521,
+    ECC_SECG_P256K1,
+    SM2,
+}
+
+impl KeySpec {
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            KeySpec::HMAC_224 | KeySpec::HMAC_256 | KeySpec::HMAC_384 | KeySpec::HMAC_512
+        )
+    }
+
+    /// The one MAC algorithm AWS allows for each HMAC key spec.
+    pub fn mac_algorithm(self) -> Option<&'static str> {
+        Some(match self {
+            KeySpec::HMAC_224 => "HMAC_SHA_224",
+            KeySpec::HMAC_256 => "HMAC_SHA_256",
+            KeySpec::HMAC_384 => "HMAC_SHA_384",
+            KeySpec::HMAC_512 => "HMAC_SHA_512",
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyUsage {
+    EncryptDecrypt,
+    SignVerify,
+    GenerateVerifyMac,
+    KeyAgreement,
+}
+
+impl KeyUsage {
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RotationType {
+    Automatic,
+    OnDemand,
+}
+
+/// One generation of a key's material. Version 1 is the original; rotations append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyVersion {
+    pub number: u32,
+    #[serde(with = "hex_bytes")]
+    pub wrapped: Vec<u8>,
+    pub created: i64,
+    /// How this version came to be; `None` for the original material.
+    pub rotation_type: Option<RotationType>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub created: i64,
+    pub description: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
+    pub state: KeyState,
+    pub deletion_date: Option<i64>,
+    pub pending_window_days: Option<u32>,
+    pub versions: Vec<KeyVersion>,
+    pub rotation_enabled: bool,
+    pub rotation_period_days: Option<u32>,
+    pub next_rotation: Option<i64>,
+    pub on_demand_rotation_started: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl KeyRecord {
+    pub fn current_version(&self) -> Option<&KeyVersion> {
+        self.versions.last()
+    }
+
+    pub fn version(&self, number: u32) -> Option<&KeyVersion> {
+        self.versions
+            .iter()
+            .find(|version| version.number == number)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub target_key_id: String,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// A SigV4 principal: the account root or an IAM-style user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalRecord {
+    pub user_name: Option<String>,
+    pub arn: String,
+    /// The secret access key, wrapped by the HSM with the access key id as label.
+    #[serde(with = "hex_bytes")]
+    pub wrapped_secret: Vec<u8>,
+    pub created: i64,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}

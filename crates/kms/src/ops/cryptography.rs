@@ -1,0 +1,395 @@
+//! Cryptographic operations: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
+//! GenerateRandom, GenerateMac and VerifyMac. All of them run inside the HSM; this module
+//! checks key state, usage and AWS's limits, and frames the ciphertext blob
+//! (`atrest_crypto::blob`) with the encryption context bound as AAD.
+
+use atrest_crypto::context::canonical_bytes;
+use atrest_crypto::{CiphertextBlob, SecretBytes};
+use atrest_hsm::{HsmError, WrappedKey};
+
+use crate::api::{
+    Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, EncryptionContext,
+    GenerateDataKeyRequest, GenerateDataKeyResponse, GenerateMacResponse, GenerateRandomRequest,
+    GenerateRandomResponse, MacRequest, ReEncryptRequest, ReEncryptResponse, SecretBlob,
+    VerifyMacResponse,
+};
+use crate::model::{KeyRecord, KeyUsage};
+use crate::ops::keys::enum_error;
+use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes, material_label};
+use crate::{Kms, KmsError};
+
+const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+const PLAINTEXT_MAX: usize = 4096;
+const CIPHERTEXT_MAX: usize = 6144;
+const DATA_KEY_BYTES_MAX: i64 = 1024;
+const RANDOM_BYTES_MAX: i64 = 1024;
+const MAC_MESSAGE_MAX: usize = 4096;
+
+impl Kms {
+    pub fn encrypt(&self, request: EncryptRequest) -> Result<EncryptResponse, KmsError> {
+        let plaintext = request.plaintext.0;
+        if plaintext.is_empty() || plaintext.len() > PLAINTEXT_MAX {
+            return Err(KmsError::validation(
+                "plaintext",
+                "[SENSITIVE]",
+                "Member must have length less than or equal to 4096 and greater than or equal to 1",
+            ));
+        }
+        check_symmetric_algorithm(
+            request.encryption_algorithm.as_deref(),
+            "encryptionAlgorithm",
+        )?;
+        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        self.require_encrypt_decrypt(&record)?;
+        let context = request.encryption_context.unwrap_or_default();
+        let ciphertext = self.seal_under(&record, plaintext.expose(), &context)?;
+        Ok(EncryptResponse {
+            ciphertext_blob: Blob(ciphertext),
+            key_id: self.key_arn(&record.key_id),
+            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+        })
+    }
+
+    pub fn decrypt(&self, request: DecryptRequest) -> Result<DecryptResponse, KmsError> {
+        check_symmetric_algorithm(
+            request.encryption_algorithm.as_deref(),
+            "encryptionAlgorithm",
+        )?;
+        let context = request.encryption_context.unwrap_or_default();
+        let (record, plaintext) = self.open_blob(
+            &request.ciphertext_blob.0,
+            request.key_id.as_deref(),
+            &context,
+        )?;
+        Ok(DecryptResponse {
+            key_id: self.key_arn(&record.key_id),
+            plaintext: SecretBlob(plaintext),
+            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+        })
+    }
+
+    pub fn re_encrypt(&self, request: ReEncryptRequest) -> Result<ReEncryptResponse, KmsError> {
+        check_symmetric_algorithm(
+            request.source_encryption_algorithm.as_deref(),
+            "sourceEncryptionAlgorithm",
+        )?;
+        check_symmetric_algorithm(
+            request.destination_encryption_algorithm.as_deref(),
+            "destinationEncryptionAlgorithm",
+        )?;
+        let destination = self.resolve(&request.destination_key_id, Aliases::Accepted)?;
+        self.require_encrypt_decrypt(&destination)?;
+        let source_context = request.source_encryption_context.unwrap_or_default();
+        let (source, plaintext) = self.open_blob(
+            &request.ciphertext_blob.0,
+            request.source_key_id.as_deref(),
+            &source_context,
+        )?;
+        let destination_context = request.destination_encryption_context.unwrap_or_default();
+        let ciphertext = self.seal_under(&destination, plaintext.expose(), &destination_context)?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob: Blob(ciphertext),
+            source_key_id: self.key_arn(&source.key_id),
+            key_id: self.key_arn(&destination.key_id),
+            source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+        })
+    }
+
+    pub fn generate_data_key(
+        &self,
+        request: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse, KmsError> {
+        self.data_key(request, true)
+    }
+
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        request: GenerateDataKeyRequest,
+    ) -> Result<GenerateDataKeyResponse, KmsError> {
+        self.data_key(request, false)
+    }
+
+    pub fn generate_random(
+        &self,
+        request: GenerateRandomRequest,
+    ) -> Result<GenerateRandomResponse, KmsError> {
+        if request.custom_key_store_id.is_some() {
+            return Err(KmsError::UnsupportedOperation(
+                "Custom key stores are not supported".into(),
+            ));
+        }
+        let count = request.number_of_bytes.ok_or_else(|| {
+            KmsError::validation("numberOfBytes", "null", "Member must not be null")
+        })?;
+        if !(1..=RANDOM_BYTES_MAX).contains(&count) {
+            return Err(KmsError::validation(
+                "numberOfBytes",
+                count,
+                "Member must have value less than or equal to 1024 and greater than or equal to 1",
+            ));
+        }
+        let bytes = self.hsm.random(usize::try_from(count).unwrap_or(0));
+        Ok(GenerateRandomResponse {
+            plaintext: SecretBlob(SecretBytes::new(bytes)),
+        })
+    }
+
+    pub fn generate_mac(&self, request: MacRequest) -> Result<GenerateMacResponse, KmsError> {
+        let (record, algorithm) = self.mac_key(&request)?;
+        let version = current_version(&record)?;
+        let mac = self
+            .hsm
+            .mac(&version.0, &version.1, request.message.0.expose())
+            .map_err(|error| self.hsm_error(&record, error))?;
+        Ok(GenerateMacResponse {
+            mac: Blob(mac),
+            mac_algorithm: algorithm.into(),
+            key_id: self.key_arn(&record.key_id),
+        })
+    }
+
+    /// AWS answers an invalid MAC with `KMSInvalidMacException`, not with `MacValid: false`.
+    pub fn verify_mac(&self, request: MacRequest) -> Result<VerifyMacResponse, KmsError> {
+        let (record, algorithm) = self.mac_key(&request)?;
+        let mac = request
+            .mac
+            .as_ref()
+            .ok_or_else(|| KmsError::validation("mac", "null", "Member must not be null"))?;
+        // HMAC keys are not rotatable, so the only version is the one that made every MAC.
+        let version = current_version(&record)?;
+        let valid = self
+            .hsm
+            .verify_mac(&version.0, &version.1, request.message.0.expose(), &mac.0)
+            .map_err(|error| self.hsm_error(&record, error))?;
+        if !valid {
+            return Err(KmsError::InvalidMac(String::new()));
+        }
+        Ok(VerifyMacResponse {
+            key_id: self.key_arn(&record.key_id),
+            mac_valid: true,
+            mac_algorithm: algorithm.into(),
+        })
+    }
+
+    fn data_key(
+        &self,
+        request: GenerateDataKeyRequest,
+        with_plaintext: bool,
+    ) -> Result<GenerateDataKeyResponse, KmsError> {
+        let len = data_key_length(request.key_spec.as_deref(), request.number_of_bytes)?;
+        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        self.require_encrypt_decrypt(&record)?;
+        let context = request.encryption_context.unwrap_or_default();
+        let (version_number, wrapped, label) = current_material(&record)?;
+        let key_id = key_id_bytes(&record.key_id)?;
+        let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(&context)?);
+        let (plaintext, sealed) = self
+            .hsm
+            .generate_data_key(&wrapped, &label, len, &aad)
+            .map_err(|error| self.hsm_error(&record, error))?;
+        let blob = CiphertextBlob {
+            key_id,
+            key_version: version_number,
+            sealed,
+        };
+        Ok(GenerateDataKeyResponse {
+            ciphertext_blob: Blob(blob.to_bytes()),
+            plaintext: with_plaintext.then_some(SecretBlob(plaintext)),
+            key_id: self.key_arn(&record.key_id),
+        })
+    }
+
+    /// Encrypts under the key's newest version.
+    fn seal_under(
+        &self,
+        record: &KeyRecord,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        let (version_number, wrapped, label) = current_material(record)?;
+        let key_id = key_id_bytes(&record.key_id)?;
+        let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(context)?);
+        let sealed = self
+            .hsm
+            .encrypt(&wrapped, &label, plaintext, &aad)
+            .map_err(|error| self.hsm_error(record, error))?;
+        Ok(CiphertextBlob {
+            key_id,
+            key_version: version_number,
+            sealed,
+        }
+        .to_bytes())
+    }
+
+    /// Parses and decrypts a blob with whichever key version made it.
+    fn open_blob(
+        &self,
+        bytes: &[u8],
+        requested_key: Option<&str>,
+        context: &EncryptionContext,
+    ) -> Result<(KeyRecord, SecretBytes), KmsError> {
+        if bytes.is_empty() || bytes.len() > CIPHERTEXT_MAX {
+            return Err(KmsError::validation(
+                "ciphertextBlob",
+                "[BINARY]",
+                "Member must have length less than or equal to 6144 and greater than or equal to 1",
+            ));
+        }
+        let blob = CiphertextBlob::parse(bytes).map_err(|_| KmsError::InvalidCiphertext)?;
+        let key_id = key_id_from_bytes(&blob.key_id);
+        if let Some(requested) = requested_key {
+            let requested_id = self.resolve_id(requested, Aliases::Accepted)?;
+            if requested_id != key_id {
+                return Err(KmsError::IncorrectKey(
+                    "The key ID in the request does not identify a CMK that can perform this operation.".into(),
+                ));
+            }
+        }
+        let record = self.store.key(&key_id)?.ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
+        })?;
+        self.require_encrypt_decrypt(&record)?;
+        let version = record
+            .version(blob.key_version)
+            .ok_or(KmsError::InvalidCiphertext)?;
+        let wrapped = WrappedKey::from_bytes(version.wrapped.clone());
+        let label = material_label(&record.key_id, version.number);
+        let aad = CiphertextBlob::aad(&blob.key_id, blob.key_version, &encode_context(context)?);
+        let plaintext = self
+            .hsm
+            .decrypt(&wrapped, &label, &blob.sealed, &aad)
+            .map_err(|error| self.hsm_error(&record, error))?;
+        Ok((record, plaintext))
+    }
+
+    fn require_encrypt_decrypt(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        self.require_enabled(record)?;
+        if record.key_usage != KeyUsage::EncryptDecrypt {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} key usage is {} which is not valid for this operation.",
+                self.key_arn(&record.key_id),
+                serde_json::to_value(record.key_usage)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    fn mac_key(&self, request: &MacRequest) -> Result<(KeyRecord, &'static str), KmsError> {
+        let message_len = request.message.0.len();
+        if message_len == 0 || message_len > MAC_MESSAGE_MAX {
+            return Err(KmsError::validation(
+                "message",
+                "[SENSITIVE]",
+                "Member must have length less than or equal to 4096 and greater than or equal to 1",
+            ));
+        }
+        let allowed = [
+            "HMAC_SHA_224",
+            "HMAC_SHA_256",
+            "HMAC_SHA_384",
+            "HMAC_SHA_512",
+        ];
+        if !allowed.contains(&request.mac_algorithm.as_str()) {
+            return Err(enum_error(
+                "macAlgorithm",
+                &request.mac_algorithm,
+                "[HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384, HMAC_SHA_512]",
+            ));
+        }
+        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        self.require_enabled(&record)?;
+        let expected = record.key_spec.mac_algorithm();
+        if record.key_usage != KeyUsage::GenerateVerifyMac
+            || expected != Some(request.mac_algorithm.as_str())
+        {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} does not support MacAlgorithm {}",
+                self.key_arn(&record.key_id),
+                request.mac_algorithm
+            )));
+        }
+        Ok((record, expected.unwrap_or_default()))
+    }
+
+    /// Maps HSM failures: authentication failures are the caller's ciphertext; a corrupt wrapped
+    /// key is ours, reported without detail about the bytes.
+    fn hsm_error(&self, record: &KeyRecord, error: HsmError) -> KmsError {
+        match error {
+            HsmError::DecryptFailed => KmsError::InvalidCiphertext,
+            HsmError::WrappedKeyCorrupt => {
+                tracing::error!(key_id = %record.key_id, "stored key material failed its integrity check");
+                KmsError::Internal(format!(
+                    "The key material of {} failed its integrity check in the HSM",
+                    self.key_arn(&record.key_id)
+                ))
+            }
+            other => KmsError::internal("HSM", other),
+        }
+    }
+}
+
+fn current_material(record: &KeyRecord) -> Result<(u32, WrappedKey, Vec<u8>), KmsError> {
+    let version = record
+        .current_version()
+        .ok_or_else(|| KmsError::Internal(format!("key {} has no key material", record.key_id)))?;
+    Ok((
+        version.number,
+        WrappedKey::from_bytes(version.wrapped.clone()),
+        material_label(&record.key_id, version.number),
+    ))
+}
+
+fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
+    current_material(record).map(|(_, wrapped, label)| (wrapped, label))
+}
+
+fn encode_context(context: &EncryptionContext) -> Result<Vec<u8>, KmsError> {
+    canonical_bytes(context)
+        .map_err(|_| KmsError::validation("encryptionContext", "[MAP]", "Member is too large"))
+}
+
+fn check_symmetric_algorithm(algorithm: Option<&str>, field: &str) -> Result<(), KmsError> {
+    match algorithm {
+        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+        Some(other @ ("RSAES_OAEP_SHA_1" | "RSAES_OAEP_SHA_256" | "SM2PKE")) => {
+            Err(KmsError::InvalidKeyUsage(format!(
+                "The encryption algorithm {other} is not valid for a symmetric encryption KMS key"
+            )))
+        }
+        Some(other) => Err(enum_error(
+            field,
+            other,
+            "[SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, SM2PKE]",
+        )),
+    }
+}
+
+/// GenerateDataKey's length: exactly one of KeySpec (AES_128/AES_256) and NumberOfBytes.
+fn data_key_length(
+    key_spec: Option<&str>,
+    number_of_bytes: Option<i64>,
+) -> Result<usize, KmsError> {
+    match (key_spec, number_of_bytes) {
+        (Some(_), Some(_)) => Err(KmsError::Validation(
+            "Please specify either number of bytes or key spec.".into(),
+        )),
+        (None, None) => Err(KmsError::Validation(
+            "Please specify either number of bytes or key spec.".into(),
+        )),
+        (Some("AES_256"), None) => Ok(32),
+        (Some("AES_128"), None) => Ok(16),
+        (Some(other), None) => Err(enum_error("keySpec", other, "[AES_256, AES_128]")),
+        (None, Some(count)) if (1..=DATA_KEY_BYTES_MAX).contains(&count) => {
+            Ok(usize::try_from(count).unwrap_or(0))
+        }
+        (None, Some(count)) => Err(KmsError::validation(
+            "numberOfBytes",
+            count,
+            "Member must have value less than or equal to 1024 and greater than or equal to 1",
+        )),
+    }
+}

@@ -1,0 +1,400 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, UpdateKeyDescription, EnableKey,
+//! DisableKey, ScheduleKeyDeletion, CancelKeyDeletion, and the deletion that follows the window.
+
+use std::collections::BTreeMap;
+
+use atrest_hsm::{KeyKind, WrappedKey};
+
+use crate::api::{
+    CreateKeyRequest, KeyIdRequest, KeyListEntry, KeyMetadata, KeyMetadataResponse,
+    ListKeysResponse, PageRequest, ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse,
+    UpdateKeyDescriptionRequest,
+};
+use crate::model::{KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion};
+use crate::resolve::{Aliases, material_label, page_limit};
+use crate::{Kms, KmsError};
+
+const DESCRIPTION_MAX: usize = 8192;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+impl Kms {
+    pub fn create_key(&self, request: CreateKeyRequest) -> Result<KeyMetadataResponse, KmsError> {
+        let (spec, usage) = key_spec_and_usage(&request)?;
+        let kind = match spec {
+            KeySpec::SYMMETRIC_DEFAULT => KeyKind::Aes256,
+            KeySpec::HMAC_224 => KeyKind::Hmac224,
+            KeySpec::HMAC_256 => KeyKind::Hmac256,
+            KeySpec::HMAC_384 => KeyKind::Hmac384,
+            KeySpec::HMAC_512 => KeyKind::Hmac512,
+            other => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "KeySpec {} is not supported by this atrest server yet",
+                    other.name()
+                )));
+            }
+        };
+        match request.origin.as_deref() {
+            None | Some("AWS_KMS") => {}
+            Some(origin @ ("EXTERNAL" | "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "Origin {origin} is not supported"
+                )));
+            }
+            Some(origin) => {
+                return Err(enum_error(
+                    "origin",
+                    origin,
+                    "[AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]",
+                ));
+            }
+        }
+        if request.multi_region == Some(true) {
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys are not supported".into(),
+            ));
+        }
+        if request.custom_key_store_id.is_some() {
+            return Err(KmsError::UnsupportedOperation(
+                "Custom key stores are not supported".into(),
+            ));
+        }
+        let description = request.description.unwrap_or_default();
+        validate_description(&description)?;
+        let tags =
+            crate::ops::tags::validated_tags(request.tags.unwrap_or_default(), &BTreeMap::new())?;
+
+        let key_id = new_key_id(&self.hsm.random(16));
+        let now = self.clock.now();
+        let wrapped = self
+            .hsm
+            .generate_key(kind, &material_label(&key_id, 1))
+            .map_err(|error| KmsError::internal("HSM key generation", error))?;
+        let record = KeyRecord {
+            key_id,
+            created: now,
+            description,
+            key_spec: spec,
+            key_usage: usage,
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            versions: vec![KeyVersion {
+                number: 1,
+                wrapped: wrapped.as_bytes().to_vec(),
+                created: now,
+                rotation_type: None,
+            }],
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation: None,
+            on_demand_rotation_started: None,
+            tags,
+        };
+        self.store.insert_key(&record)?;
+        tracing::info!(key_id = %record.key_id, key_spec = %spec.name(), "created KMS key");
+        Ok(KeyMetadataResponse {
+            key_metadata: self.metadata(&record),
+        })
+    }
+
+    pub fn describe_key(&self, request: KeyIdRequest) -> Result<KeyMetadataResponse, KmsError> {
+        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        Ok(KeyMetadataResponse {
+            key_metadata: self.metadata(&record),
+        })
+    }
+
+    pub fn list_keys(&self, request: PageRequest) -> Result<ListKeysResponse, KmsError> {
+        let limit = page_limit(request.limit, 1000, 100)?;
+        if let Some(marker) = &request.marker
+            && uuid::Uuid::try_parse(marker).is_err()
+        {
+            return Err(KmsError::InvalidMarker(format!("Invalid marker: {marker}")));
+        }
+        let mut records = self
+            .store
+            .keys_after(request.marker.as_deref(), limit + 1)?;
+        let truncated = records.len() > limit;
+        records.truncate(limit);
+        let next_marker = truncated
+            .then(|| records.last().map(|r| r.key_id.clone()))
+            .flatten();
+        let keys = records
+            .iter()
+            .map(|record| KeyListEntry {
+                key_id: record.key_id.clone(),
+                key_arn: self.key_arn(&record.key_id),
+            })
+            .collect();
+        Ok(ListKeysResponse {
+            keys,
+            truncated,
+            next_marker,
+        })
+    }
+
+    pub fn update_key_description(
+        &self,
+        request: UpdateKeyDescriptionRequest,
+    ) -> Result<(), KmsError> {
+        validate_description(&request.description)?;
+        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
+        self.store.update_key(&key_id, &mut |record| {
+            self.require_not_pending_deletion(record)?;
+            record.description = request.description.clone();
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub fn enable_key(&self, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(&request.key_id, true)
+    }
+
+    pub fn disable_key(&self, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(&request.key_id, false)
+    }
+
+    pub fn schedule_key_deletion(
+        &self,
+        request: ScheduleKeyDeletionRequest,
+    ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
+        let days = request.pending_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            return Err(KmsError::validation(
+                "pendingWindowInDays",
+                days,
+                "Member must have value greater than or equal to 7 and less than or equal to 30",
+            ));
+        }
+        let days = u32::try_from(days).unwrap_or(30);
+        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
+        let deletion_date = self.clock.now() + i64::from(days) * SECONDS_PER_DAY;
+        let record = self.store.update_key(&key_id, &mut |record| {
+            self.require_not_pending_deletion(record)?;
+            record.state = KeyState::PendingDeletion;
+            record.deletion_date = Some(deletion_date);
+            record.pending_window_days = Some(days);
+            Ok(())
+        })?;
+        tracing::info!(key_id = %record.key_id, deletion_date, "scheduled KMS key deletion");
+        Ok(ScheduleKeyDeletionResponse {
+            key_id: self.key_arn(&record.key_id),
+            deletion_date,
+            key_state: "PendingDeletion".into(),
+            pending_window_in_days: days,
+        })
+    }
+
+    /// AWS leaves a key whose deletion was cancelled in the Disabled state.
+    pub fn cancel_key_deletion(
+        &self,
+        request: KeyIdRequest,
+    ) -> Result<crate::api::KeyIdResponse, KmsError> {
+        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
+        let record = self.store.update_key(&key_id, &mut |record| {
+            if record.state != KeyState::PendingDeletion {
+                return Err(KmsError::InvalidState(format!(
+                    "{} is not pending deletion.",
+                    self.key_arn(&record.key_id)
+                )));
+            }
+            record.state = KeyState::Disabled;
+            record.deletion_date = None;
+            record.pending_window_days = None;
+            Ok(())
+        })?;
+        Ok(crate::api::KeyIdResponse {
+            key_id: self.key_arn(&record.key_id),
+        })
+    }
+
+    /// Destroys every key whose deletion date has passed: its record, its wrapped material and
+    /// its aliases go in one transaction, and the HSM drops any loaded copy.
+    pub(crate) fn delete_due_keys(&self, now: i64) -> Result<usize, KmsError> {
+        let mut deleted = 0;
+        for record in self.all_keys()? {
+            let due = record.state == KeyState::PendingDeletion
+                && record.deletion_date.is_some_and(|date| date <= now);
+            if !due {
+                continue;
+            }
+            self.store.delete_key(&record.key_id)?;
+            for version in &record.versions {
+                let wrapped = WrappedKey::from_bytes(version.wrapped.clone());
+                self.hsm
+                    .forget(&wrapped, &material_label(&record.key_id, version.number));
+            }
+            tracing::info!(key_id = %record.key_id, "deleted KMS key and destroyed its key material");
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    pub(crate) fn all_keys(&self) -> Result<Vec<KeyRecord>, KmsError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|record: &KeyRecord| record.key_id.clone());
+            let page = self.store.keys_after(after.as_deref(), 500)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    fn set_enabled(&self, key_ref: &str, enabled: bool) -> Result<(), KmsError> {
+        let key_id = self.resolve_id(key_ref, Aliases::Refused)?;
+        self.store.update_key(&key_id, &mut |record| {
+            self.require_not_pending_deletion(record)?;
+            record.state = if enabled {
+                KeyState::Enabled
+            } else {
+                KeyState::Disabled
+            };
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn metadata(&self, record: &KeyRecord) -> KeyMetadata {
+        let spec = record.key_spec.name();
+        let (encryption_algorithms, mac_algorithms) = match record.key_usage {
+            KeyUsage::EncryptDecrypt => (Some(vec!["SYMMETRIC_DEFAULT".to_owned()]), None),
+            KeyUsage::GenerateVerifyMac => (
+                None,
+                record
+                    .key_spec
+                    .mac_algorithm()
+                    .map(|alg| vec![alg.to_owned()]),
+            ),
+            _ => (None, None),
+        };
+        KeyMetadata {
+            aws_account_id: self.account.clone(),
+            key_id: record.key_id.clone(),
+            arn: self.key_arn(&record.key_id),
+            creation_date: record.created,
+            enabled: record.state == KeyState::Enabled,
+            description: record.description.clone(),
+            key_usage: usage_name(record.key_usage).to_owned(),
+            key_state: state_name(record.state).to_owned(),
+            deletion_date: record.deletion_date,
+            pending_deletion_window_in_days: None,
+            origin: "AWS_KMS".into(),
+            key_manager: "CUSTOMER".into(),
+            customer_master_key_spec: spec.clone(),
+            key_spec: spec,
+            encryption_algorithms,
+            mac_algorithms,
+            multi_region: false,
+        }
+    }
+}
+
+fn key_spec_and_usage(request: &CreateKeyRequest) -> Result<(KeySpec, KeyUsage), KmsError> {
+    if request.key_spec.is_some() && request.customer_master_key_spec.is_some() {
+        return Err(KmsError::Validation(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request".into(),
+        ));
+    }
+    let spec_text = request
+        .key_spec
+        .as_deref()
+        .or(request.customer_master_key_spec.as_deref());
+    let spec = match spec_text {
+        None => KeySpec::SYMMETRIC_DEFAULT,
+        Some(text) => KeySpec::parse(text).ok_or_else(|| {
+            enum_error(
+                "keySpec",
+                text,
+                "[RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521, \
+                 ECC_SECG_P256K1, SYMMETRIC_DEFAULT, HMAC_224, HMAC_256, HMAC_384, HMAC_512, SM2]",
+            )
+        })?,
+    };
+    let usage = match request.key_usage.as_deref() {
+        None => match spec {
+            KeySpec::SYMMETRIC_DEFAULT => KeyUsage::EncryptDecrypt,
+            _ if spec.is_hmac() => {
+                return Err(KmsError::Validation(format!(
+                    "You must specify a KeyUsage value for {} keys. Valid values: GENERATE_VERIFY_MAC",
+                    spec.name()
+                )));
+            }
+            _ => {
+                return Err(KmsError::Validation(format!(
+                    "You must specify a KeyUsage value for {} keys.",
+                    spec.name()
+                )));
+            }
+        },
+        Some(text) => KeyUsage::parse(text).ok_or_else(|| {
+            enum_error(
+                "keyUsage",
+                text,
+                "[SIGN_VERIFY, ENCRYPT_DECRYPT, GENERATE_VERIFY_MAC, KEY_AGREEMENT]",
+            )
+        })?,
+    };
+    let compatible = match spec {
+        KeySpec::SYMMETRIC_DEFAULT => usage == KeyUsage::EncryptDecrypt,
+        _ if spec.is_hmac() => usage == KeyUsage::GenerateVerifyMac,
+        _ => usage != KeyUsage::GenerateVerifyMac,
+    };
+    if !compatible {
+        return Err(KmsError::Validation(format!(
+            "KeyUsage {} is not compatible with KeySpec {}",
+            usage_name(usage),
+            spec.name()
+        )));
+    }
+    Ok((spec, usage))
+}
+
+fn validate_description(description: &str) -> Result<(), KmsError> {
+    if description.chars().count() > DESCRIPTION_MAX {
+        return Err(KmsError::validation(
+            "description",
+            "<description>",
+            "Member must have length less than or equal to 8192",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn enum_error(field: &str, value: &str, allowed: &str) -> KmsError {
+    KmsError::validation(
+        field,
+        value,
+        &format!("Member must satisfy enum value set: {allowed}"),
+    )
+}
+
+fn usage_name(usage: KeyUsage) -> &'static str {
+    match usage {
+        KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+        KeyUsage::SignVerify => "SIGN_VERIFY",
+        KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+        KeyUsage::KeyAgreement => "KEY_AGREEMENT",
+    }
+}
+
+fn state_name(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Enabled => "Enabled",
+        KeyState::Disabled => "Disabled",
+        KeyState::PendingDeletion => "PendingDeletion",
+    }
+}
+
+/// A random (version 4) UUID from HSM randomness, as AWS key ids are.
+fn new_key_id(random: &[u8]) -> String {
+    let mut bytes = [0u8; 16];
+    let len = random.len().min(16);
+    bytes[..len].copy_from_slice(&random[..len]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}

@@ -1,0 +1,194 @@
+//! SigV4 principals of the account: the root and users, each with one access key.
+//!
+//! Secret access keys are needed in plaintext to check signatures, so they are stored wrapped by
+//! the HSM (labelled with their access key id) and unwrapped only to verify a request.
+
+use atrest_crypto::SecretBytes;
+use atrest_hsm::WrappedKey;
+
+use crate::model::PrincipalRecord;
+use crate::{Kms, KmsError};
+
+/// The authenticated principal a request runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub arn: String,
+    pub account: String,
+    pub access_key_id: String,
+}
+
+/// What `atrest user add` prints and what the first start writes to `root-credentials.json`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NewCredentials {
+    pub user_name: String,
+    pub arn: String,
+    pub access_key_id: String,
+    /// Shown once to the operator; stored only wrapped.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for NewCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredentials")
+            .field("arn", &self.arn)
+            .field("access_key_id", &self.access_key_id)
+            .finish()
+    }
+}
+
+impl Kms {
+    pub fn root_arn(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.account)
+    }
+
+    /// True once the account root has credentials.
+    pub fn has_root(&self) -> Result<bool, KmsError> {
+        let root = self.root_arn();
+        Ok(self
+            .store
+            .principals()?
+            .iter()
+            .any(|(_, principal)| principal.arn == root))
+    }
+
+    /// Creates a principal. `user_name: None` makes the account root. Credentials are
+    /// generated unless both halves are given.
+    pub fn create_principal(
+        &self,
+        user_name: Option<&str>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<SecretBytes>,
+    ) -> Result<NewCredentials, KmsError> {
+        let arn = match user_name {
+            None => self.root_arn(),
+            Some(name) => {
+                validate_user_name(name)?;
+                format!("arn:aws:iam::{}:user/{name}", self.account)
+            }
+        };
+        if self
+            .store
+            .principals()?
+            .iter()
+            .any(|(_, principal)| principal.arn == arn)
+        {
+            return Err(KmsError::AlreadyExists(format!("{arn} already exists")));
+        }
+        let access_key_id = match access_key_id {
+            Some(id) => validate_access_key_id(id)?,
+            None => self.generate_access_key_id(),
+        };
+        let secret = match secret_access_key {
+            Some(secret) if secret.len() >= 16 && secret.len() <= 128 => secret,
+            Some(_) => {
+                return Err(KmsError::Validation(
+                    "a secret access key must be 16 to 128 characters".into(),
+                ));
+            }
+            None => self.generate_secret(),
+        };
+        let secret_text = String::from_utf8(secret.expose().to_vec())
+            .map_err(|_| KmsError::Validation("a secret access key must be text".into()))?;
+        let wrapped = self
+            .hsm
+            .wrap_secret(&secret, &secret_label(&access_key_id))
+            .map_err(|error| KmsError::internal("HSM", error))?;
+        let record = PrincipalRecord {
+            user_name: user_name.map(str::to_owned),
+            arn: arn.clone(),
+            wrapped_secret: wrapped.as_bytes().to_vec(),
+            created: self.clock.now(),
+        };
+        self.store.create_principal(&access_key_id, &record)?;
+        Ok(NewCredentials {
+            user_name: user_name.unwrap_or("root").to_owned(),
+            arn,
+            access_key_id,
+            secret_access_key: secret_text,
+        })
+    }
+
+    /// The caller and secret for an access key id, or `None` if the key is unknown.
+    pub fn credentials(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<(Caller, SecretBytes)>, KmsError> {
+        let Some(record) = self.store.principal(access_key_id)? else {
+            return Ok(None);
+        };
+        let secret = self
+            .hsm
+            .unwrap_secret(
+                &WrappedKey::from_bytes(record.wrapped_secret),
+                &secret_label(access_key_id),
+            )
+            .map_err(|error| {
+                KmsError::internal(
+                    "the stored secret access key failed its integrity check",
+                    error,
+                )
+            })?;
+        let caller = Caller {
+            arn: record.arn,
+            account: self.account.clone(),
+            access_key_id: access_key_id.to_owned(),
+        };
+        Ok(Some((caller, secret)))
+    }
+
+    fn generate_access_key_id(&self) -> String {
+        // AWS access key ids: "AKIA" + 16 characters of base32 (A-Z, 2-7).
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let random = self.hsm.random(16);
+        let tail: String = random
+            .iter()
+            .map(|byte| char::from(ALPHABET[usize::from(byte % 32)]))
+            .collect();
+        format!("AKIA{tail}")
+    }
+
+    fn generate_secret(&self) -> SecretBytes {
+        // 40 characters from a 64-symbol alphabet, as AWS secret keys are (240 bits).
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let random = zeroize::Zeroizing::new(self.hsm.random(40));
+        SecretBytes::new(
+            random
+                .iter()
+                .map(|byte| ALPHABET[usize::from(byte % 64)])
+                .collect(),
+        )
+    }
+}
+
+fn secret_label(access_key_id: &str) -> Vec<u8> {
+    format!("sigv4-secret:{access_key_id}").into_bytes()
+}
+
+/// IAM user names: 1–64 characters of `[\w+=,.@-]`.
+fn validate_user_name(name: &str) -> Result<(), KmsError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(KmsError::Validation(format!(
+            "invalid user name {name:?}: use 1-64 characters of [A-Za-z0-9_+=,.@-]"
+        )))
+    }
+}
+
+fn validate_access_key_id(id: String) -> Result<String, KmsError> {
+    let valid = (16..=128).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(id)
+    } else {
+        Err(KmsError::Validation(
+            "an access key id must be 16 to 128 letters and digits".into(),
+        ))
+    }
+}

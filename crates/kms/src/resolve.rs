@@ -1,0 +1,134 @@
+//! Turning a `KeyId` parameter (key id, key ARN, alias name or alias ARN) into a key record,
+//! and the ARNs atrest hands out.
+
+use crate::model::{KeyRecord, KeyState};
+use crate::{Kms, KmsError};
+
+/// Whether an operation accepts alias names for its `KeyId` (AWS lists this per operation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Aliases {
+    Accepted,
+    Refused,
+}
+
+impl Kms {
+    pub(crate) fn key_arn(&self, key_id: &str) -> String {
+        format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account)
+    }
+
+    pub(crate) fn alias_arn(&self, alias_name: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{alias_name}", self.region, self.account)
+    }
+
+    /// Resolves a `KeyId` parameter to the key it names.
+    pub(crate) fn resolve(&self, key_ref: &str, aliases: Aliases) -> Result<KeyRecord, KmsError> {
+        let key_id = self.resolve_id(key_ref, aliases)?;
+        self.store.key(&key_id)?.ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
+        })
+    }
+
+    /// Resolves a `KeyId` parameter to a key id without loading the key.
+    pub(crate) fn resolve_id(&self, key_ref: &str, aliases: Aliases) -> Result<String, KmsError> {
+        if key_ref.is_empty() || key_ref.len() > 2048 {
+            return Err(KmsError::validation(
+                "keyId",
+                key_ref,
+                "Member must have length between 1 and 2048",
+            ));
+        }
+        let local = match key_ref.strip_prefix("arn:") {
+            Some(_) => self.strip_arn(key_ref)?,
+            None => key_ref,
+        };
+        if local.starts_with("alias/") {
+            if aliases == Aliases::Refused {
+                return Err(KmsError::NotFound(format!("Invalid keyId {key_ref}")));
+            }
+            return match self.store.alias(local)? {
+                Some(alias) => Ok(alias.target_key_id),
+                None => Err(KmsError::NotFound(format!(
+                    "Alias {} is not found.",
+                    self.alias_arn(local)
+                ))),
+            };
+        }
+        let key_id = local.strip_prefix("key/").unwrap_or(local);
+        if uuid::Uuid::try_parse(key_id).is_err() {
+            return Err(KmsError::NotFound(format!("Invalid keyId {key_ref}")));
+        }
+        Ok(key_id.to_ascii_lowercase())
+    }
+
+    /// `arn:aws:kms:REGION:ACCOUNT:RESOURCE` → `RESOURCE`, if the ARN is ours.
+    fn strip_arn<'a>(&self, arn: &'a str) -> Result<&'a str, KmsError> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        match parts.as_slice() {
+            ["arn", "aws", "kms", region, account, resource] => {
+                if *region != self.region || *account != self.account {
+                    return Err(KmsError::NotFound(format!("Key '{arn}' does not exist")));
+                }
+                Ok(resource)
+            }
+            _ => Err(KmsError::NotFound(format!("Invalid arn {arn}"))),
+        }
+    }
+
+    /// Refuses keys that cannot be used for cryptography in their current state.
+    pub(crate) fn require_enabled(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        match record.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::Disabled(format!(
+                "{} is disabled.",
+                self.key_arn(&record.key_id)
+            ))),
+            KeyState::PendingDeletion => Err(self.pending_deletion(record)),
+        }
+    }
+
+    /// Refuses changes to keys that are scheduled for deletion.
+    pub(crate) fn require_not_pending_deletion(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        match record.state {
+            KeyState::PendingDeletion => Err(self.pending_deletion(record)),
+            _ => Ok(()),
+        }
+    }
+
+    fn pending_deletion(&self, record: &KeyRecord) -> KmsError {
+        KmsError::InvalidState(format!(
+            "{} is pending deletion.",
+            self.key_arn(&record.key_id)
+        ))
+    }
+}
+
+/// The 16 bytes of a key id, for the ciphertext blob header.
+pub(crate) fn key_id_bytes(key_id: &str) -> Result<[u8; 16], KmsError> {
+    uuid::Uuid::try_parse(key_id)
+        .map(|id| *id.as_bytes())
+        .map_err(|_| KmsError::Internal(format!("stored key id {key_id} is not a UUID")))
+}
+
+pub(crate) fn key_id_from_bytes(bytes: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*bytes).hyphenated().to_string()
+}
+
+/// The HSM label that binds a key version's wrapped material to that key and version.
+pub(crate) fn material_label(key_id: &str, version: u32) -> Vec<u8> {
+    format!("kms:{key_id}:v{version}").into_bytes()
+}
+
+/// Validates `Limit` (AWS: 1..=max) and returns it, or `default` when absent.
+pub(crate) fn page_limit(limit: Option<i64>, max: i64, default: usize) -> Result<usize, KmsError> {
+    match limit {
+        None => Ok(default),
+        Some(value) if (1..=max).contains(&value) => Ok(usize::try_from(value).unwrap_or(default)),
+        Some(value) => Err(KmsError::validation(
+            "limit",
+            value,
+            &format!(
+                "Member must have value less than or equal to {max} and greater than or equal to 1"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,234 @@
+//! The metadata store: keys, aliases and principals, behind a trait so a PostgreSQL backend can
+//! serve several stateless nodes later. The embedded default is redb: ACID, copy-on-write, and
+//! each commit is fsynced before it returns, so an acknowledged change survives `kill -9`.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::KmsError;
+use crate::model::{AliasRecord, KeyRecord, PrincipalRecord};
+
+/// A read-modify-write step run inside one store transaction.
+pub type KeyUpdate<'a> = &'a mut dyn FnMut(&mut KeyRecord) -> Result<(), KmsError>;
+
+pub trait MetadataStore: Send + Sync {
+    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError>;
+    fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError>;
+    /// Applies `update` to the stored record atomically and returns the record as stored.
+    fn update_key(&self, key_id: &str, update: KeyUpdate<'_>) -> Result<KeyRecord, KmsError>;
+    /// Deletes a key and every alias that points at it, in one transaction.
+    fn delete_key(&self, key_id: &str) -> Result<(), KmsError>;
+    /// Keys in key-id order, starting after `after`.
+    fn keys_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<KeyRecord>, KmsError>;
+
+    fn alias(&self, name: &str) -> Result<Option<AliasRecord>, KmsError>;
+    /// Inserts a new alias; fails with `AlreadyExists` if the name is taken.
+    fn create_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError>;
+    fn replace_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError>;
+    fn delete_alias(&self, name: &str) -> Result<bool, KmsError>;
+    /// Every alias in name order.
+    fn aliases(&self) -> Result<Vec<(String, AliasRecord)>, KmsError>;
+
+    fn principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, KmsError>;
+    /// Inserts a principal; fails with `AlreadyExists` if the access key id is taken.
+    fn create_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError>;
+    fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError>;
+}
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principals");
+
+/// The embedded default store: one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens or creates the store. redb locks the file, so a second process (say `atrest user
+    /// add` while the server runs) gets a clear error instead of corrupting it.
+    pub fn open(path: &Path) -> Result<Self, KmsError> {
+        let db = Database::create(path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => KmsError::Internal(format!(
+                "the metadata store {} is in use by another atrest process (stop the server first)",
+                path.display()
+            )),
+            other => KmsError::internal(&format!("opening {}", path.display()), other),
+        })?;
+        let txn = db.begin_write()?;
+        for table in [KEYS, ALIASES, PRINCIPALS] {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+    ) -> Result<Option<T>, KmsError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        match table.get(id)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn insert_new<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+        record: &T,
+    ) -> Result<(), KmsError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(table)?;
+            if table.get(id)?.is_some() {
+                return Err(KmsError::AlreadyExists(format!("{id} already exists")));
+            }
+            table.insert(id, encode(record)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, KmsError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (id, value) = entry?;
+            out.push((id.value().to_owned(), decode(value.value())?));
+        }
+        Ok(out)
+    }
+}
+
+impl MetadataStore for RedbStore {
+    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
+        self.get(KEYS, key_id)
+    }
+
+    fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        self.insert_new(KEYS, &record.key_id, record)
+    }
+
+    fn update_key(&self, key_id: &str, update: KeyUpdate<'_>) -> Result<KeyRecord, KmsError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut table = txn.open_table(KEYS)?;
+            let mut record: KeyRecord = match table.get(key_id)? {
+                Some(value) => decode(value.value())?,
+                None => return Err(KmsError::NotFound(format!("Key '{key_id}' does not exist"))),
+            };
+            update(&mut record)?;
+            table.insert(key_id, encode(&record)?.as_slice())?;
+            record
+        };
+        txn.commit()?;
+        Ok(record)
+    }
+
+    fn delete_key(&self, key_id: &str) -> Result<(), KmsError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut keys = txn.open_table(KEYS)?;
+            keys.remove(key_id)?;
+            let mut aliases = txn.open_table(ALIASES)?;
+            let mut doomed = Vec::new();
+            for entry in aliases.iter()? {
+                let (name, value) = entry?;
+                let alias: AliasRecord = decode(value.value())?;
+                if alias.target_key_id == key_id {
+                    doomed.push(name.value().to_owned());
+                }
+            }
+            for name in doomed {
+                aliases.remove(name.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn keys_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<KeyRecord>, KmsError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEYS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let range = match after {
+            Some(after) => table
+                .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        for entry in range.take(limit) {
+            let (_, value) = entry?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn alias(&self, name: &str) -> Result<Option<AliasRecord>, KmsError> {
+        self.get(ALIASES, name)
+    }
+
+    fn create_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError> {
+        self.insert_new(ALIASES, name, record)
+    }
+
+    fn replace_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ALIASES)?
+            .insert(name, encode(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn delete_alias(&self, name: &str) -> Result<bool, KmsError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(ALIASES)?.remove(name)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    fn aliases(&self) -> Result<Vec<(String, AliasRecord)>, KmsError> {
+        self.all(ALIASES)
+    }
+
+    fn principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, KmsError> {
+        self.get(PRINCIPALS, access_key_id)
+    }
+
+    fn create_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError> {
+        self.insert_new(PRINCIPALS, access_key_id, record)
+    }
+
+    fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError> {
+        self.all(PRINCIPALS)
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, KmsError> {
+    serde_json::to_vec(record).map_err(|error| KmsError::internal("encoding a record", error))
+}
+
+/// A record that does not parse is reported, never skipped: skipping would make a key vanish.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, KmsError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| KmsError::internal("a stored record is corrupt", error))
+}

@@ -1,0 +1,88 @@
+//! SigV4 authentication of a request against the principals the KMS stores.
+
+use atrest_kms::{Caller, Kms};
+use atrest_sigv4::{self as sigv4, Expectations, RequestParts, SigV4Error, UriEncoding};
+use hyper::http::request::Parts;
+
+/// Why a request is not authenticated; mapped to AWS's error types by each protocol.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No `Authorization` header at all.
+    Missing,
+    /// The header or its scope is malformed.
+    Incomplete(String),
+    /// The access key id is unknown.
+    UnknownAccessKey,
+    /// Scope, clock or signature do not check out.
+    InvalidSignature(String),
+    /// The principal store failed.
+    Internal(String),
+}
+
+/// Authenticates `parts` + `body` for `service`, returning who sent it.
+pub fn authenticate(
+    kms: &Kms,
+    parts: &Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<Caller, AuthError> {
+    let header = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let header = header
+        .to_str()
+        .map_err(|_| AuthError::Incomplete("Authorization header is not ASCII".into()))?;
+    let authorization = sigv4::parse_authorization(header).map_err(map_sigv4)?;
+    let amz_date = parts
+        .headers
+        .get("x-amz-date")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| AuthError::Incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into()))?;
+    let expect = Expectations {
+        region: kms.region(),
+        service,
+        now: now(),
+    };
+    sigv4::check_scope(&authorization, amz_date, &expect).map_err(map_sigv4)?;
+    let (caller, secret) = kms
+        .credentials(&authorization.access_key_id)
+        .map_err(|error| AuthError::Internal(error.to_string()))?
+        .ok_or(AuthError::UnknownAccessKey)?;
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let payload_hash = sigv4::sha256_hex(body);
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        payload_hash: &payload_hash,
+        uri_encoding: UriEncoding::Double,
+    };
+    sigv4::verify(&request, &authorization, amz_date, secret.expose()).map_err(map_sigv4)?;
+    Ok(caller)
+}
+
+fn map_sigv4(error: SigV4Error) -> AuthError {
+    match error {
+        SigV4Error::Missing => AuthError::Missing,
+        SigV4Error::Incomplete(message) => AuthError::Incomplete(message),
+        other => AuthError::InvalidSignature(other.to_string()),
+    }
+}
+
+fn now() -> i64 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,159 @@
+//! The hyper accept loop and per-request flow: route → read a bounded body → authenticate →
+//! dispatch → respond.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::AppState;
+use crate::auth::authenticate;
+use crate::kms::{self, WireError};
+use crate::route::{self, Endpoint};
+
+/// Serves connections from `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        // Without TCP_NODELAY small responses wait on Nagle + delayed ACK (~40 ms each).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, %peer, "could not set TCP_NODELAY");
+        }
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(Arc::clone(&state), request));
+            if let Err(error) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let request_id = request_id();
+    let response = match route::endpoint(&request) {
+        Endpoint::Health => health(&state),
+        Endpoint::Kms { operation } => kms_request(&state, request, operation).await,
+        Endpoint::UnknownTarget { target } => kms_error(&WireError::unknown_target(&target)),
+        Endpoint::S3 => s3_not_served(),
+        Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let mut response = response;
+    if let Ok(value) = request_id.parse() {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    Ok(response)
+}
+
+async fn kms_request(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    operation: String,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return kms_error(&WireError::too_large(route::KMS_BODY_LIMIT)),
+    };
+    let run = || -> Result<Vec<u8>, WireError> {
+        authenticate(&state.kms, &parts, &body, "kms")?;
+        kms::dispatch(&state.kms, &operation, &body)
+    };
+    // Writes wait for an fsync; let the runtime move other tasks off this thread meanwhile.
+    let result = if kms::is_mutating(&operation) {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(error) => kms_error(&error),
+    }
+}
+
+fn health(state: &AppState) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "status": "ok", "hsm": state.hsm_backend }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn kms_error(error: &WireError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, error.body());
+    if let Ok(value) = error.type_name.parse() {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(kms::CONTENT_TYPE),
+    );
+    response
+}
+
+/// S3 arrives with the object-storage issue; until then S3 clients get S3's own error shape.
+fn s3_not_served() -> Response<Full<Bytes>> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code>\
+                <Message>This atrest build does not serve the S3 API yet.</Message></Error>\n";
+    let mut response = plain(StatusCode::NOT_IMPLEMENTED, body);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    response
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn request_id() -> String {
+    let bytes = atrest_crypto::random::bytes(16);
+    let hex = hex_string(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

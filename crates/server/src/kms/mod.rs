@@ -1,0 +1,95 @@
+//! The AWS KMS JSON 1.1 protocol: `POST /`, `X-Amz-Target: TrentService.<Operation>`,
+//! JSON body in, JSON body out, errors as `{"__type": ..., "message": ...}`.
+
+pub mod errors;
+
+use atrest_kms::{Kms, KmsError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use errors::WireError;
+
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// Operations that write metadata (and so wait for an fsync): the HTTP layer runs them where
+/// blocking is allowed.
+pub fn is_mutating(operation: &str) -> bool {
+    matches!(
+        operation,
+        "CreateKey"
+            | "UpdateKeyDescription"
+            | "EnableKey"
+            | "DisableKey"
+            | "ScheduleKeyDeletion"
+            | "CancelKeyDeletion"
+            | "CreateAlias"
+            | "UpdateAlias"
+            | "DeleteAlias"
+            | "EnableKeyRotation"
+            | "DisableKeyRotation"
+            | "RotateKeyOnDemand"
+            | "TagResource"
+            | "UntagResource"
+    )
+}
+
+/// Decodes the request for `operation`, runs it, and encodes the response body.
+pub fn dispatch(kms: &Kms, operation: &str, body: &[u8]) -> Result<Vec<u8>, WireError> {
+    macro_rules! respond {
+        ($method:ident) => {
+            json(&kms.$method(decode(body)?)?)
+        };
+    }
+    macro_rules! no_content {
+        ($method:ident) => {{
+            kms.$method(decode(body)?)?;
+            Ok(Vec::new())
+        }};
+    }
+    match operation {
+        "CreateKey" => respond!(create_key),
+        "DescribeKey" => respond!(describe_key),
+        "ListKeys" => respond!(list_keys),
+        "UpdateKeyDescription" => no_content!(update_key_description),
+        "EnableKey" => no_content!(enable_key),
+        "DisableKey" => no_content!(disable_key),
+        "ScheduleKeyDeletion" => respond!(schedule_key_deletion),
+        "CancelKeyDeletion" => respond!(cancel_key_deletion),
+        "CreateAlias" => no_content!(create_alias),
+        "UpdateAlias" => no_content!(update_alias),
+        "DeleteAlias" => no_content!(delete_alias),
+        "ListAliases" => respond!(list_aliases),
+        "Encrypt" => respond!(encrypt),
+        "Decrypt" => respond!(decrypt),
+        "ReEncrypt" => respond!(re_encrypt),
+        "GenerateDataKey" => respond!(generate_data_key),
+        "GenerateDataKeyWithoutPlaintext" => respond!(generate_data_key_without_plaintext),
+        "GenerateRandom" => respond!(generate_random),
+        "GenerateMac" => respond!(generate_mac),
+        "VerifyMac" => respond!(verify_mac),
+        "EnableKeyRotation" => no_content!(enable_key_rotation),
+        "DisableKeyRotation" => no_content!(disable_key_rotation),
+        "GetKeyRotationStatus" => respond!(key_rotation_status),
+        "RotateKeyOnDemand" => respond!(rotate_key_on_demand),
+        "ListKeyRotations" => respond!(list_key_rotations),
+        "TagResource" => no_content!(tag_resource),
+        "UntagResource" => no_content!(untag_resource),
+        "ListResourceTags" => respond!(list_resource_tags),
+        other => Err(WireError::unsupported_operation(other)),
+    }
+}
+
+/// An empty body means "no members", as the AWS CLI sends for `list-keys`.
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(WireError::from_json)
+}
+
+fn json<T: Serialize>(response: &T) -> Result<Vec<u8>, WireError> {
+    serde_json::to_vec(response)
+        .map_err(|error| WireError::from(KmsError::internal("encoding the response", error)))
+}

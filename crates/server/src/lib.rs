@@ -1,0 +1,43 @@
+//! The HTTP front of atrest: one port, every API.
+//!
+//! Each request is parsed into a typed [`route::Endpoint`] first (as Garage does), then
+//! authenticated with SigV4, then handed to the protocol module for its API. Listeners set
+//! `TCP_NODELAY` and bodies are read only up to a per-endpoint limit.
+
+mod auth;
+mod http;
+mod kms;
+mod route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_kms::Kms;
+
+pub use http::serve;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub kms: Arc<Kms>,
+    pub hsm_backend: &'static str,
+}
+
+/// Runs due rotations and deletions every `interval` until the process ends.
+pub fn spawn_maintenance(kms: Arc<Kms>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let kms = Arc::clone(&kms);
+            match tokio::task::spawn_blocking(move || kms.run_due_work()).await {
+                Ok(Ok((rotated, deleted))) if rotated + deleted > 0 => {
+                    tracing::info!(rotated, deleted, "key maintenance done");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "key maintenance failed"),
+                Err(error) => tracing::error!(%error, "key maintenance task panicked"),
+            }
+        }
+    })
+}

@@ -1,0 +1,46 @@
+//! Deciding which API a request belongs to, before anything else looks at it.
+
+use hyper::{Method, Request};
+
+/// Bodies larger than this are refused before they are read (AWS KMS requests are small:
+/// the largest member, a ciphertext blob, is 6144 bytes before base64).
+pub const KMS_BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    /// `POST /` with `X-Amz-Target: TrentService.<operation>`.
+    Kms {
+        operation: String,
+    },
+    /// A JSON-protocol target for some other service.
+    UnknownTarget {
+        target: String,
+    },
+    /// Anything else: S3 requests, which this build does not serve yet.
+    S3,
+    /// `/_atrest/...` paths that do not exist.
+    NotFound,
+}
+
+pub fn endpoint<B>(request: &Request<B>) -> Endpoint {
+    let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/_atrest/") {
+        return match (request.method(), rest) {
+            (&Method::GET | &Method::HEAD, "health") => Endpoint::Health,
+            _ => Endpoint::NotFound,
+        };
+    }
+    if let Some(target) = request.headers().get("x-amz-target") {
+        let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
+        if request.method() == Method::POST && path == "/" {
+            return match target.strip_prefix("TrentService.") {
+                Some(operation) => Endpoint::Kms {
+                    operation: operation.to_owned(),
+                },
+                None => Endpoint::UnknownTarget { target },
+            };
+        }
+    }
+    Endpoint::S3
+}
