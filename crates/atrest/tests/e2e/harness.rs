@@ -1,0 +1,232 @@
+//! Starts the real `atrest` binary on a free port with a temporary data dir, and hands out
+//! aws-sdk-kms clients signed with the root's (or a user's) credentials.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+
+pub const ROOT_ACCESS_KEY: &str = "AKIAATRESTTESTROOT01";
+pub const ROOT_SECRET: &str = "atrest-test-root-secret-key-0000000000000";
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// A fresh data dir, dev-mode HSM, maintenance every second.
+    pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            port: 0,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        server.spawn().expect("server starts");
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the binary (again) on a new free port; returns its stderr if it exits instead.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        self.port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_atrest"));
+        command
+            .args(["serve", "--data-dir"])
+            .arg(self.dir.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--maintenance-interval-secs",
+                "1",
+            ])
+            .env("ATREST_ROOT_ACCESS_KEY_ID", ROOT_ACCESS_KEY)
+            .env("ATREST_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
+            .env_remove("ATREST_HSM_PASSPHRASE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().map_err(|error| error.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(_status) = child.try_wait().map_err(|e| e.to_string())? {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return Err(stderr);
+            }
+            if health(self.port) {
+                // Drain stderr in the background so the server never blocks on a full pipe.
+                if let Some(mut pipe) = child.stderr.take() {
+                    std::thread::spawn(move || std::io::copy(&mut pipe, &mut std::io::sink()));
+                }
+                self.child = Some(child);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        Err("server did not become healthy in 30 s".into())
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a crash or power loss.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the server's orderly shutdown path.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() {
+                assert!(Instant::now() < deadline, "server ignored SIGTERM for 15 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
+        self.kill9();
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.spawn()
+    }
+
+    pub fn client(&self) -> Client {
+        self.client_as(ROOT_ACCESS_KEY, ROOT_SECRET)
+    }
+
+    pub fn client_as(&self, access_key: &str, secret: &str) -> Client {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new(
+                access_key,
+                secret,
+                None,
+                None,
+                "atrest-test",
+            ))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Runs another `atrest` subcommand against this data dir.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_atrest"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("ATREST_HSM_PASSPHRASE")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("atrest runs")
+    }
+
+    /// Fails if `needle` occurs in any file under the data dir.
+    pub fn assert_not_on_disk(&self, needle: &[u8], what: &str) {
+        assert!(needle.len() >= 8, "needle too short to be meaningful");
+        for file in files_under(self.dir.path()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let found = bytes.windows(needle.len()).any(|window| window == needle);
+            assert!(!found, "{what} found in plaintext in {}", file.display());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&path) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+fn health(port: u16) -> bool {
+    raw_request(
+        port,
+        "GET /_atrest/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .is_some_and(|response| response.starts_with("HTTP/1.1 200"))
+}
+
+/// Sends raw bytes and returns the whole response, for requests no SDK would send.
+pub fn raw_request(port: u16, request: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The AWS error code of an SDK error, e.g. "NotFoundException".
+pub fn error_code<E, R>(error: &aws_sdk_kms::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match error.as_service_error() {
+        Some(service_error) => service_error.code().unwrap_or("<no code>").to_owned(),
+        None => format!("<not a service error: {error:?}>"),
+    }
+}

@@ -1,0 +1,234 @@
+use aws_sdk_kms::types::{KeyState, Tag};
+
+use crate::harness::{Server, error_code};
+
+#[tokio::test]
+async fn key_lifecycle_follows_aws_states() {
+    let server = Server::start();
+    let kms = server.client();
+    let tag = Tag::builder()
+        .tag_key("team")
+        .tag_value("storage")
+        .build()
+        .unwrap();
+    let created = kms
+        .create_key()
+        .description("first")
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+    let metadata = created.key_metadata().unwrap();
+    let key_id = metadata.key_id().to_owned();
+    let arn = metadata.arn().unwrap().to_owned();
+    assert_eq!(
+        arn,
+        format!("arn:aws:kms:us-east-1:000000000000:key/{key_id}")
+    );
+    assert_eq!(metadata.key_state(), Some(&KeyState::Enabled));
+    assert!(metadata.enabled());
+
+    for reference in [key_id.as_str(), arn.as_str()] {
+        let described = kms.describe_key().key_id(reference).send().await.unwrap();
+        assert_eq!(
+            described.key_metadata().unwrap().description(),
+            Some("first")
+        );
+    }
+    kms.update_key_description()
+        .key_id(&key_id)
+        .description("second")
+        .send()
+        .await
+        .unwrap();
+    let tags = kms
+        .list_resource_tags()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tags()[0].tag_value(), "storage");
+
+    kms.disable_key().key_id(&key_id).send().await.unwrap();
+    let error = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "DisabledException");
+    kms.enable_key().key_id(&key_id).send().await.unwrap();
+    kms.encrypt()
+        .key_id(&key_id)
+        .plaintext(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let error = kms
+        .schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(6)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "ValidationException");
+    let scheduled = kms
+        .schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scheduled.key_state(), Some(&KeyState::PendingDeletion));
+    assert_eq!(scheduled.pending_window_in_days(), Some(7));
+    let error = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "KMSInvalidStateException");
+    let error = kms.enable_key().key_id(&key_id).send().await.unwrap_err();
+    assert_eq!(error_code(&error), "KMSInvalidStateException");
+
+    kms.cancel_key_deletion()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    assert_eq!(
+        described.key_metadata().unwrap().key_state(),
+        Some(&KeyState::Disabled)
+    );
+    let error = kms
+        .cancel_key_deletion()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "KMSInvalidStateException");
+}
+
+#[tokio::test]
+async fn list_keys_pages_and_unknown_keys_are_not_found() {
+    let server = Server::start();
+    let kms = server.client();
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(
+            kms.create_key()
+                .send()
+                .await
+                .unwrap()
+                .key_metadata()
+                .unwrap()
+                .key_id()
+                .to_owned(),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .limit(2)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.keys().len() <= 2);
+        seen.extend(
+            page.keys()
+                .iter()
+                .map(|key| key.key_id().unwrap().to_owned()),
+        );
+        if !page.truncated() {
+            break;
+        }
+        marker = page.next_marker().map(str::to_owned);
+    }
+    created.sort();
+    assert_eq!(seen, created);
+
+    let error = kms.list_keys().limit(0).send().await.unwrap_err();
+    assert_eq!(error_code(&error), "ValidationException");
+    let error = kms
+        .list_keys()
+        .marker("not-a-marker")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "InvalidMarkerException");
+    let missing = "11111111-2222-4333-8444-555555555555";
+    let error = kms.describe_key().key_id(missing).send().await.unwrap_err();
+    assert_eq!(error_code(&error), "NotFoundException");
+    let error = kms
+        .describe_key()
+        .key_id("arn:aws:kms:eu-west-1:000000000000:key/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "NotFoundException");
+}
+
+#[tokio::test]
+async fn key_specs_and_usages_are_validated() {
+    let server = Server::start();
+    let kms = server.client();
+    let error = kms
+        .create_key()
+        .key_spec("HMAC_256".into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "ValidationException");
+    let error = kms
+        .create_key()
+        .key_spec("SYMMETRIC_DEFAULT".into())
+        .key_usage("SIGN_VERIFY".into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "ValidationException");
+    let error = kms
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "UnsupportedOperationException");
+    let long = "d".repeat(8193);
+    let error = kms.create_key().description(long).send().await.unwrap_err();
+    assert_eq!(error_code(&error), "ValidationException");
+    let bad_tag = aws_sdk_kms::types::Tag::builder()
+        .tag_key("aws:reserved")
+        .tag_value("v")
+        .build()
+        .unwrap();
+    let error = kms.create_key().tags(bad_tag).send().await.unwrap_err();
+    assert_eq!(error_code(&error), "TagException");
+}
+
+#[tokio::test]
+async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
+    let server = Server::start();
+    let kms = server.client();
+    let error = kms
+        .create_custom_key_store()
+        .custom_key_store_name("x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "UnsupportedOperationException");
+    let error = kms
+        .list_retirable_grants()
+        .retiring_principal("arn:aws:iam::000000000000:root")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "UnsupportedOperationException");
+}

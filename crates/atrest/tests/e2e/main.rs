@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `atrest` binary driven by aws-sdk-kms, the client AWS users use.
+
+// A test's helpers fail the test by panicking; that is what unwrap is for here.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod aliases;
+mod auth;
+mod cryptography;
+mod durability;
+mod keys;
+mod mac;
+mod rotation;
+mod tamper;
