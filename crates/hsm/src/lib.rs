@@ -7,12 +7,14 @@
 //! Backends live behind the trait, as rustls keeps crypto providers: the software backend here,
 //! PKCS#11 later.
 
+mod asymmetric;
 pub mod fsio;
 pub mod software;
 mod wrapped;
 
 use atrest_crypto::SecretBytes;
 
+pub use asymmetric::{Message, OaepHash, SigningAlgorithm};
 pub use software::{SoftwareHsm, UnsealWith};
 pub use wrapped::{KeyKind, WrappedKey};
 
@@ -74,6 +76,50 @@ pub trait Hsm: Send + Sync {
     /// Reverses [`Hsm::wrap_secret`].
     fn unwrap_secret(&self, wrapped: &WrappedKey, label: &[u8]) -> Result<SecretBytes, HsmError>;
 
+    /// The X.509 SubjectPublicKeyInfo DER of an asymmetric key.
+    fn public_key(&self, key: &WrappedKey, label: &[u8]) -> Result<Vec<u8>, HsmError>;
+
+    /// Signs with an asymmetric key (RSA or ECDSA).
+    fn sign(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        algorithm: SigningAlgorithm,
+        message: Message<'_>,
+    ) -> Result<Vec<u8>, HsmError>;
+
+    /// Verifies a signature made by [`Hsm::sign`].
+    fn verify(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        algorithm: SigningAlgorithm,
+        message: Message<'_>,
+        signature: &[u8],
+    ) -> Result<bool, HsmError>;
+
+    /// RSAES-OAEP encryption under an RSA key's public half.
+    fn encrypt_asymmetric(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        hash: OaepHash,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError>;
+
+    /// RSAES-OAEP decryption; failures are [`HsmError::DecryptFailed`].
+    fn decrypt_asymmetric(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, HsmError>;
+
+    /// Generates a data key pair of `kind`: its PKCS #8 private key (which leaves the HSM by
+    /// design, for the caller to wrap) and its SubjectPublicKeyInfo.
+    fn generate_key_pair(&self, kind: KeyKind) -> Result<(SecretBytes, Vec<u8>), HsmError>;
+
     /// Drops any cached unwrapped form of `key` (called when a key is deleted).
     fn forget(&self, key: &WrappedKey, label: &[u8]);
 }
@@ -106,6 +152,10 @@ pub enum HsmError {
     PassphraseRequired,
     #[error("the HSM keystore was created without a passphrase (dev mode); start without one")]
     PassphraseNotExpected,
+    #[error("input is too long for this key and algorithm (at most {max} bytes)")]
+    InputTooLong { max: usize },
+    #[error("HSM operation failed: {0}")]
+    Backend(String),
     #[error("HSM storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }

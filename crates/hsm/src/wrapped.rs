@@ -16,6 +16,13 @@ pub enum KeyKind {
     Hmac256,
     Hmac384,
     Hmac512,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EccNistP256,
+    EccNistP384,
+    EccNistP521,
+    EccSecgP256k1,
     /// An opaque secret stored for the caller (a SigV4 secret access key).
     Secret,
 }
@@ -28,6 +35,13 @@ impl KeyKind {
             KeyKind::Hmac256 => 3,
             KeyKind::Hmac384 => 4,
             KeyKind::Hmac512 => 5,
+            KeyKind::Rsa2048 => 6,
+            KeyKind::Rsa3072 => 7,
+            KeyKind::Rsa4096 => 8,
+            KeyKind::EccNistP256 => 9,
+            KeyKind::EccNistP384 => 10,
+            KeyKind::EccNistP521 => 11,
+            KeyKind::EccSecgP256k1 => 12,
             KeyKind::Secret => 0x10,
         }
     }
@@ -39,20 +53,41 @@ impl KeyKind {
             3 => KeyKind::Hmac256,
             4 => KeyKind::Hmac384,
             5 => KeyKind::Hmac512,
+            6 => KeyKind::Rsa2048,
+            7 => KeyKind::Rsa3072,
+            8 => KeyKind::Rsa4096,
+            9 => KeyKind::EccNistP256,
+            10 => KeyKind::EccNistP384,
+            11 => KeyKind::EccNistP521,
+            12 => KeyKind::EccSecgP256k1,
             0x10 => KeyKind::Secret,
             _ => return None,
         })
     }
 
-    /// Length of generated material: AWS KMS HMAC keys are as long as their digest.
-    pub fn material_len(self) -> usize {
+    /// Length of symmetric material (AWS KMS HMAC keys are as long as their digest); `None` for
+    /// kinds whose material varies in length (PKCS #8 private keys, stored secrets).
+    pub fn material_len(self) -> Option<usize> {
         match self {
-            KeyKind::Aes256 | KeyKind::Hmac256 => 32,
-            KeyKind::Hmac224 => 28,
-            KeyKind::Hmac384 => 48,
-            KeyKind::Hmac512 => 64,
-            KeyKind::Secret => 0,
+            KeyKind::Aes256 | KeyKind::Hmac256 => Some(32),
+            KeyKind::Hmac224 => Some(28),
+            KeyKind::Hmac384 => Some(48),
+            KeyKind::Hmac512 => Some(64),
+            _ => None,
         }
+    }
+
+    pub fn is_asymmetric(self) -> bool {
+        matches!(
+            self,
+            KeyKind::Rsa2048
+                | KeyKind::Rsa3072
+                | KeyKind::Rsa4096
+                | KeyKind::EccNistP256
+                | KeyKind::EccNistP384
+                | KeyKind::EccNistP521
+                | KeyKind::EccSecgP256k1
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -62,6 +97,13 @@ impl KeyKind {
             KeyKind::Hmac256 => "HMAC_256",
             KeyKind::Hmac384 => "HMAC_384",
             KeyKind::Hmac512 => "HMAC_512",
+            KeyKind::Rsa2048 => "RSA_2048",
+            KeyKind::Rsa3072 => "RSA_3072",
+            KeyKind::Rsa4096 => "RSA_4096",
+            KeyKind::EccNistP256 => "ECC_NIST_P256",
+            KeyKind::EccNistP384 => "ECC_NIST_P384",
+            KeyKind::EccNistP521 => "ECC_NIST_P521",
+            KeyKind::EccSecgP256k1 => "ECC_SECG_P256K1",
             KeyKind::Secret => "SECRET",
         }
     }

@@ -99,6 +99,8 @@ pub struct KeyMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_algorithms: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_algorithms: Option<Vec<String>>,
     pub multi_region: bool,
 }
@@ -390,6 +392,72 @@ pub struct ListResourceTagsResponse {
     pub truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_marker: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetPublicKeyResponse {
+    pub key_id: String,
+    pub public_key: Blob,
+    pub customer_master_key_spec: String,
+    pub key_spec: String,
+    pub key_usage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithms: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SignRequest {
+    pub key_id: String,
+    pub message: SecretBlob,
+    #[serde(default)]
+    pub message_type: Option<String>,
+    pub signing_algorithm: String,
+    #[serde(default)]
+    pub signature: Option<Blob>,
+    #[serde(default)]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SignResponse {
+    pub key_id: String,
+    pub signature: Blob,
+    pub signing_algorithm: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyResponse {
+    pub key_id: String,
+    pub signature_valid: bool,
+    pub signing_algorithm: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairRequest {
+    pub key_id: String,
+    pub key_pair_spec: String,
+    #[serde(default)]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(default)]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairResponse {
+    pub private_key_ciphertext_blob: Blob,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_plaintext: Option<SecretBlob>,
+    pub public_key: Blob,
+    pub key_id: String,
+    pub key_pair_spec: String,
 }
 
 /// Operations whose response has no members answer `{}`.

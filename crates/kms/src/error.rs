@@ -28,6 +28,8 @@ pub enum KmsError {
     #[error("{0}")]
     InvalidMac(String),
     #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
     Internal(String),
     #[error("{0}")]
     LimitExceeded(String),

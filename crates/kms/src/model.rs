@@ -46,6 +46,72 @@ impl KeySpec {
         )
     }
 
+    pub fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            KeySpec::RSA_2048 | KeySpec::RSA_3072 | KeySpec::RSA_4096
+        )
+    }
+
+    pub fn is_ecc(self) -> bool {
+        matches!(
+            self,
+            KeySpec::ECC_NIST_P256
+                | KeySpec::ECC_NIST_P384
+                | KeySpec::ECC_NIST_P521
+                | KeySpec::ECC_SECG_P256K1
+        )
+    }
+
+    /// The HSM key kind holding this spec's material; `None` for specs atrest does not offer.
+    pub fn key_kind(self) -> Option<atrest_hsm::KeyKind> {
+        use atrest_hsm::KeyKind;
+        Some(match self {
+            KeySpec::SYMMETRIC_DEFAULT => KeyKind::Aes256,
+            KeySpec::HMAC_224 => KeyKind::Hmac224,
+            KeySpec::HMAC_256 => KeyKind::Hmac256,
+            KeySpec::HMAC_384 => KeyKind::Hmac384,
+            KeySpec::HMAC_512 => KeyKind::Hmac512,
+            KeySpec::RSA_2048 => KeyKind::Rsa2048,
+            KeySpec::RSA_3072 => KeyKind::Rsa3072,
+            KeySpec::RSA_4096 => KeyKind::Rsa4096,
+            KeySpec::ECC_NIST_P256 => KeyKind::EccNistP256,
+            KeySpec::ECC_NIST_P384 => KeyKind::EccNistP384,
+            KeySpec::ECC_NIST_P521 => KeyKind::EccNistP521,
+            KeySpec::ECC_SECG_P256K1 => KeyKind::EccSecgP256k1,
+            KeySpec::SM2 => return None,
+        })
+    }
+
+    /// The signing algorithms AWS lists for this spec (for SIGN_VERIFY keys).
+    pub fn signing_algorithms(self) -> &'static [&'static str] {
+        match self {
+            KeySpec::RSA_2048 | KeySpec::RSA_3072 | KeySpec::RSA_4096 => &[
+                "RSASSA_PSS_SHA_256",
+                "RSASSA_PSS_SHA_384",
+                "RSASSA_PSS_SHA_512",
+                "RSASSA_PKCS1_V1_5_SHA_256",
+                "RSASSA_PKCS1_V1_5_SHA_384",
+                "RSASSA_PKCS1_V1_5_SHA_512",
+            ],
+            KeySpec::ECC_NIST_P256 | KeySpec::ECC_SECG_P256K1 => &["ECDSA_SHA_256"],
+            KeySpec::ECC_NIST_P384 => &["ECDSA_SHA_384"],
+            KeySpec::ECC_NIST_P521 => &["ECDSA_SHA_512"],
+            _ => &[],
+        }
+    }
+
+    /// The encryption algorithms AWS lists for this spec (for ENCRYPT_DECRYPT keys).
+    pub fn encryption_algorithms(self) -> &'static [&'static str] {
+        match self {
+            KeySpec::SYMMETRIC_DEFAULT => &["SYMMETRIC_DEFAULT"],
+            KeySpec::RSA_2048 | KeySpec::RSA_3072 | KeySpec::RSA_4096 => {
+                &["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+            }
+            _ => &[],
+        }
+    }
+
     /// The one MAC algorithm AWS allows for each HMAC key spec.
     pub fn mac_algorithm(self) -> Option<&'static str> {
         Some(match self {
@@ -70,6 +136,15 @@ pub enum KeyUsage {
 impl KeyUsage {
     pub fn parse(text: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
+        }
     }
 }
 

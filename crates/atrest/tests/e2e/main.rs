@@ -6,6 +6,7 @@
 mod harness;
 
 mod aliases;
+mod asymmetric;
 mod auth;
 mod cryptography;
 mod durability;

@@ -16,7 +16,8 @@ use aws_lc_rs::hmac;
 
 pub use keystore::{OpenReport, UnsealWith};
 
-use crate::{Hsm, HsmError, KeyKind, WrappedKey};
+use crate::asymmetric::{self, AsymmetricKey};
+use crate::{Hsm, HsmError, KeyKind, Message, OaepHash, SigningAlgorithm, WrappedKey};
 
 /// Unwrapped keys kept loaded; beyond this the cache is emptied and refilled on demand.
 const CACHE_CAPACITY: usize = 4096;
@@ -29,6 +30,7 @@ pub struct SoftwareHsm {
 enum LoadedKey {
     Aes(AeadKey),
     Hmac(Box<hmac::Key>),
+    Asymmetric(Box<AsymmetricKey>),
 }
 
 impl SoftwareHsm {
@@ -60,7 +62,7 @@ impl SoftwareHsm {
             .root
             .open(wrapped.sealed_part(), &WrappedKey::aad(kind, label))
             .map_err(|_| HsmError::WrappedKeyCorrupt)?;
-        if kind != KeyKind::Secret && material.len() != kind.material_len() {
+        if kind.material_len().is_some_and(|len| len != material.len()) {
             return Err(HsmError::WrappedKeyCorrupt);
         }
         Ok((kind, material))
@@ -100,6 +102,7 @@ impl SoftwareHsm {
                     operation: "key operations",
                 });
             }
+            _ => LoadedKey::Asymmetric(Box::new(asymmetric::load(kind, material.expose())?)),
         });
         let mut cache = self.write_cache();
         if cache.len() >= CACHE_CAPACITY {
@@ -118,7 +121,7 @@ impl SoftwareHsm {
         let loaded = self.load(wrapped, label)?;
         match *loaded {
             LoadedKey::Aes(_) => Ok(loaded),
-            LoadedKey::Hmac(_) => Err(wrong_kind(wrapped, operation)),
+            _ => Err(wrong_kind(wrapped, operation)),
         }
     }
 
@@ -131,7 +134,20 @@ impl SoftwareHsm {
         let loaded = self.load(wrapped, label)?;
         match *loaded {
             LoadedKey::Hmac(_) => Ok(loaded),
-            LoadedKey::Aes(_) => Err(wrong_kind(wrapped, operation)),
+            _ => Err(wrong_kind(wrapped, operation)),
+        }
+    }
+
+    fn asymmetric<T>(
+        &self,
+        wrapped: &WrappedKey,
+        label: &[u8],
+        operation: &'static str,
+        run: impl FnOnce(&AsymmetricKey) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        match &*self.load(wrapped, label)? {
+            LoadedKey::Asymmetric(key) => run(key),
+            _ => Err(wrong_kind(wrapped, operation)),
         }
     }
 
@@ -161,7 +177,10 @@ impl Hsm for SoftwareHsm {
                 operation: "generate_key",
             });
         }
-        let material = random::secret_bytes(kind.material_len());
+        let material = match kind.material_len() {
+            Some(len) => random::secret_bytes(len),
+            None => asymmetric::generate_pkcs8(kind)?,
+        };
         let sealed = self
             .root
             .seal(material.expose(), &WrappedKey::aad(kind, label));
@@ -177,7 +196,7 @@ impl Hsm for SoftwareHsm {
     ) -> Result<Vec<u8>, HsmError> {
         match &*self.aes(key, label, "encrypt")? {
             LoadedKey::Aes(aes) => Ok(aes.seal(plaintext, aad)),
-            LoadedKey::Hmac(_) => Err(wrong_kind(key, "encrypt")),
+            _ => Err(wrong_kind(key, "encrypt")),
         }
     }
 
@@ -190,7 +209,7 @@ impl Hsm for SoftwareHsm {
     ) -> Result<SecretBytes, HsmError> {
         match &*self.aes(key, label, "decrypt")? {
             LoadedKey::Aes(aes) => aes.open(sealed, aad).map_err(|_| HsmError::DecryptFailed),
-            LoadedKey::Hmac(_) => Err(wrong_kind(key, "decrypt")),
+            _ => Err(wrong_kind(key, "decrypt")),
         }
     }
 
@@ -209,7 +228,7 @@ impl Hsm for SoftwareHsm {
     fn mac(&self, key: &WrappedKey, label: &[u8], message: &[u8]) -> Result<Vec<u8>, HsmError> {
         match &*self.hmac_key(key, label, "mac")? {
             LoadedKey::Hmac(hmac_key) => Ok(hmac::sign(hmac_key, message).as_ref().to_vec()),
-            LoadedKey::Aes(_) => Err(wrong_kind(key, "mac")),
+            _ => Err(wrong_kind(key, "mac")),
         }
     }
 
@@ -222,7 +241,7 @@ impl Hsm for SoftwareHsm {
     ) -> Result<bool, HsmError> {
         match &*self.hmac_key(key, label, "verify_mac")? {
             LoadedKey::Hmac(hmac_key) => Ok(hmac::verify(hmac_key, message, mac).is_ok()),
-            LoadedKey::Aes(_) => Err(wrong_kind(key, "verify_mac")),
+            _ => Err(wrong_kind(key, "verify_mac")),
         }
     }
 
@@ -245,6 +264,71 @@ impl Hsm for SoftwareHsm {
                 operation: "unwrap_secret",
             }),
         }
+    }
+
+    fn public_key(&self, key: &WrappedKey, label: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.asymmetric(key, label, "public_key", |loaded| {
+            Ok(loaded.spki().to_vec())
+        })
+    }
+
+    fn sign(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        algorithm: SigningAlgorithm,
+        message: Message<'_>,
+    ) -> Result<Vec<u8>, HsmError> {
+        self.asymmetric(key, label, "sign", |loaded| loaded.sign(algorithm, message))
+    }
+
+    fn verify(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        algorithm: SigningAlgorithm,
+        message: Message<'_>,
+        signature: &[u8],
+    ) -> Result<bool, HsmError> {
+        self.asymmetric(key, label, "verify", |loaded| {
+            loaded.verify(algorithm, message, signature)
+        })
+    }
+
+    fn encrypt_asymmetric(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        hash: OaepHash,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        self.asymmetric(key, label, "encrypt", |loaded| {
+            loaded.encrypt(hash, plaintext)
+        })
+    }
+
+    fn decrypt_asymmetric(
+        &self,
+        key: &WrappedKey,
+        label: &[u8],
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, HsmError> {
+        self.asymmetric(key, label, "decrypt", |loaded| {
+            loaded.decrypt(hash, ciphertext)
+        })
+    }
+
+    fn generate_key_pair(&self, kind: KeyKind) -> Result<(SecretBytes, Vec<u8>), HsmError> {
+        if !kind.is_asymmetric() {
+            return Err(HsmError::WrongKeyKind {
+                actual: kind.name(),
+                operation: "generate_key_pair",
+            });
+        }
+        let private = asymmetric::generate_pkcs8(kind)?;
+        let public = AsymmetricKey::spki_of(kind, private.expose())?;
+        Ok((private, public))
     }
 
     fn forget(&self, key: &WrappedKey, label: &[u8]) {

@@ -5,7 +5,7 @@
 
 use atrest_crypto::context::canonical_bytes;
 use atrest_crypto::{CiphertextBlob, SecretBytes};
-use atrest_hsm::{HsmError, WrappedKey};
+use atrest_hsm::{HsmError, OaepHash, WrappedKey};
 
 use crate::api::{
     Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, EncryptionContext,
@@ -13,7 +13,7 @@ use crate::api::{
     GenerateRandomResponse, MacRequest, ReEncryptRequest, ReEncryptResponse, SecretBlob,
     VerifyMacResponse,
 };
-use crate::model::{KeyRecord, KeyUsage};
+use crate::model::{KeyRecord, KeySpec, KeyUsage};
 use crate::ops::keys::enum_error;
 use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes, material_label};
 use crate::{Kms, KmsError};
@@ -35,64 +35,65 @@ impl Kms {
                 "Member must have length less than or equal to 4096 and greater than or equal to 1",
             ));
         }
-        check_symmetric_algorithm(
-            request.encryption_algorithm.as_deref(),
-            "encryptionAlgorithm",
-        )?;
         let record = self.resolve(&request.key_id, Aliases::Accepted)?;
         self.require_encrypt_decrypt(&record)?;
         let context = request.encryption_context.unwrap_or_default();
-        let ciphertext = self.seal_under(&record, plaintext.expose(), &context)?;
+        let algorithm = request.encryption_algorithm.as_deref();
+        let (ciphertext, algorithm) = self.encrypt_with(
+            &record,
+            algorithm,
+            plaintext.expose(),
+            &context,
+            "encryptionAlgorithm",
+        )?;
         Ok(EncryptResponse {
             ciphertext_blob: Blob(ciphertext),
             key_id: self.key_arn(&record.key_id),
-            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            encryption_algorithm: algorithm.into(),
         })
     }
 
     pub fn decrypt(&self, request: DecryptRequest) -> Result<DecryptResponse, KmsError> {
-        check_symmetric_algorithm(
-            request.encryption_algorithm.as_deref(),
-            "encryptionAlgorithm",
-        )?;
         let context = request.encryption_context.unwrap_or_default();
-        let (record, plaintext) = self.open_blob(
+        let (record, plaintext, algorithm) = self.decrypt_with(
             &request.ciphertext_blob.0,
             request.key_id.as_deref(),
+            request.encryption_algorithm.as_deref(),
             &context,
+            "encryptionAlgorithm",
         )?;
         Ok(DecryptResponse {
             key_id: self.key_arn(&record.key_id),
             plaintext: SecretBlob(plaintext),
-            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            encryption_algorithm: algorithm.into(),
         })
     }
 
     pub fn re_encrypt(&self, request: ReEncryptRequest) -> Result<ReEncryptResponse, KmsError> {
-        check_symmetric_algorithm(
-            request.source_encryption_algorithm.as_deref(),
-            "sourceEncryptionAlgorithm",
-        )?;
-        check_symmetric_algorithm(
-            request.destination_encryption_algorithm.as_deref(),
-            "destinationEncryptionAlgorithm",
-        )?;
         let destination = self.resolve(&request.destination_key_id, Aliases::Accepted)?;
         self.require_encrypt_decrypt(&destination)?;
         let source_context = request.source_encryption_context.unwrap_or_default();
-        let (source, plaintext) = self.open_blob(
+        let (source, plaintext, source_algorithm) = self.decrypt_with(
             &request.ciphertext_blob.0,
             request.source_key_id.as_deref(),
+            request.source_encryption_algorithm.as_deref(),
             &source_context,
+            "sourceEncryptionAlgorithm",
         )?;
         let destination_context = request.destination_encryption_context.unwrap_or_default();
-        let ciphertext = self.seal_under(&destination, plaintext.expose(), &destination_context)?;
+        let (ciphertext, destination_algorithm) = self.encrypt_with(
+            &destination,
+            request.destination_encryption_algorithm.as_deref(),
+            plaintext.expose(),
+            &destination_context,
+            "destinationEncryptionAlgorithm",
+        )?;
         Ok(ReEncryptResponse {
             ciphertext_blob: Blob(ciphertext),
             source_key_id: self.key_arn(&source.key_id),
             key_id: self.key_arn(&destination.key_id),
-            source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            source_encryption_algorithm: source_algorithm.into(),
+            destination_encryption_algorithm: destination_algorithm.into(),
         })
     }
 
@@ -179,7 +180,7 @@ impl Kms {
     ) -> Result<GenerateDataKeyResponse, KmsError> {
         let len = data_key_length(request.key_spec.as_deref(), request.number_of_bytes)?;
         let record = self.resolve(&request.key_id, Aliases::Accepted)?;
-        self.require_encrypt_decrypt(&record)?;
+        self.require_symmetric_encryption(&record)?;
         let context = request.encryption_context.unwrap_or_default();
         let (version_number, wrapped, label) = current_material(&record)?;
         let key_id = key_id_bytes(&record.key_id)?;
@@ -200,8 +201,89 @@ impl Kms {
         })
     }
 
+    /// Encrypts with whichever algorithm the key and request call for.
+    fn encrypt_with(
+        &self,
+        record: &KeyRecord,
+        algorithm: Option<&str>,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        field: &str,
+    ) -> Result<(Vec<u8>, &'static str), KmsError> {
+        if !record.key_spec.is_rsa() {
+            check_symmetric_algorithm(algorithm, field)?;
+            return Ok((
+                self.seal_under(record, plaintext, context)?,
+                SYMMETRIC_DEFAULT,
+            ));
+        }
+        let (hash, name) = self.oaep_algorithm(record, algorithm, field, context)?;
+        let (wrapped, label) = current_version(record)?;
+        let ciphertext = self
+            .hsm
+            .encrypt_asymmetric(&wrapped, &label, hash, plaintext)
+            .map_err(|error| self.hsm_error(record, error))?;
+        Ok((ciphertext, name))
+    }
+
+    /// Decrypts symmetric blobs (whose header names their key) or, when `key_ref` names an RSA
+    /// key, RSAES-OAEP ciphertext (which names nothing, so AWS requires the KeyId).
+    fn decrypt_with(
+        &self,
+        ciphertext: &[u8],
+        key_ref: Option<&str>,
+        algorithm: Option<&str>,
+        context: &EncryptionContext,
+        field: &str,
+    ) -> Result<(KeyRecord, SecretBytes, &'static str), KmsError> {
+        let requested = match key_ref {
+            Some(key_ref) => Some(self.resolve(key_ref, Aliases::Accepted)?),
+            None => None,
+        };
+        if let Some(record) = requested.as_ref().filter(|record| record.key_spec.is_rsa()) {
+            self.require_encrypt_decrypt(record)?;
+            let (hash, name) = self.oaep_algorithm(record, algorithm, field, context)?;
+            let (wrapped, label) = current_version(record)?;
+            let plaintext = self
+                .hsm
+                .decrypt_asymmetric(&wrapped, &label, hash, ciphertext)
+                .map_err(|error| self.hsm_error(record, error))?;
+            return Ok((record.clone(), plaintext, name));
+        }
+        check_symmetric_algorithm(algorithm, field)?;
+        let (record, plaintext) = self.open_blob(ciphertext, requested, context)?;
+        Ok((record, plaintext, SYMMETRIC_DEFAULT))
+    }
+
+    fn oaep_algorithm(
+        &self,
+        record: &KeyRecord,
+        algorithm: Option<&str>,
+        field: &str,
+        context: &EncryptionContext,
+    ) -> Result<(OaepHash, &'static str), KmsError> {
+        if !context.is_empty() {
+            return Err(KmsError::Validation(
+                "EncryptionContext is not supported with asymmetric KMS keys".into(),
+            ));
+        }
+        match algorithm {
+            Some("RSAES_OAEP_SHA_1") => Ok((OaepHash::Sha1, "RSAES_OAEP_SHA_1")),
+            Some("RSAES_OAEP_SHA_256") => Ok((OaepHash::Sha256, "RSAES_OAEP_SHA_256")),
+            None | Some(SYMMETRIC_DEFAULT | "SM2PKE") => Err(KmsError::InvalidKeyUsage(format!(
+                "{} is an RSA key: specify EncryptionAlgorithm RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256",
+                self.key_arn(&record.key_id)
+            ))),
+            Some(other) => Err(enum_error(
+                field,
+                other,
+                "[SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, SM2PKE]",
+            )),
+        }
+    }
+
     /// Encrypts under the key's newest version.
-    fn seal_under(
+    pub(crate) fn seal_under(
         &self,
         record: &KeyRecord,
         plaintext: &[u8],
@@ -222,11 +304,12 @@ impl Kms {
         .to_bytes())
     }
 
-    /// Parses and decrypts a blob with whichever key version made it.
+    /// Parses and decrypts a blob with whichever key version made it. `requested` is the key
+    /// the caller named, if any: the blob must have been made under it.
     fn open_blob(
         &self,
         bytes: &[u8],
-        requested_key: Option<&str>,
+        requested: Option<KeyRecord>,
         context: &EncryptionContext,
     ) -> Result<(KeyRecord, SecretBytes), KmsError> {
         if bytes.is_empty() || bytes.len() > CIPHERTEXT_MAX {
@@ -238,17 +321,18 @@ impl Kms {
         }
         let blob = CiphertextBlob::parse(bytes).map_err(|_| KmsError::InvalidCiphertext)?;
         let key_id = key_id_from_bytes(&blob.key_id);
-        if let Some(requested) = requested_key {
-            let requested_id = self.resolve_id(requested, Aliases::Accepted)?;
-            if requested_id != key_id {
+        let record = match requested {
+            Some(record) if record.key_id == key_id => record,
+            Some(_) => {
                 return Err(KmsError::IncorrectKey(
-                    "The key ID in the request does not identify a CMK that can perform this operation.".into(),
+                    "The key ID in the request does not identify a CMK that can perform this operation."
+                        .into(),
                 ));
             }
-        }
-        let record = self.store.key(&key_id)?.ok_or_else(|| {
-            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
-        })?;
+            None => self.store.key(&key_id)?.ok_or_else(|| {
+                KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
+            })?,
+        };
         self.require_encrypt_decrypt(&record)?;
         let version = record
             .version(blob.key_version)
@@ -263,7 +347,19 @@ impl Kms {
         Ok((record, plaintext))
     }
 
-    fn require_encrypt_decrypt(&self, record: &KeyRecord) -> Result<(), KmsError> {
+    /// GenerateDataKey and friends need a symmetric encryption key.
+    pub(crate) fn require_symmetric_encryption(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        self.require_encrypt_decrypt(record)?;
+        if record.key_spec != KeySpec::SYMMETRIC_DEFAULT {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} is not a symmetric encryption key",
+                self.key_arn(&record.key_id)
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn require_encrypt_decrypt(&self, record: &KeyRecord) -> Result<(), KmsError> {
         self.require_enabled(record)?;
         if record.key_usage != KeyUsage::EncryptDecrypt {
             return Err(KmsError::InvalidKeyUsage(format!(
@@ -317,9 +413,17 @@ impl Kms {
 
     /// Maps HSM failures: authentication failures are the caller's ciphertext; a corrupt wrapped
     /// key is ours, reported without detail about the bytes.
-    fn hsm_error(&self, record: &KeyRecord, error: HsmError) -> KmsError {
+    pub(crate) fn hsm_error(&self, record: &KeyRecord, error: HsmError) -> KmsError {
         match error {
             HsmError::DecryptFailed => KmsError::InvalidCiphertext,
+            HsmError::InputTooLong { max } => KmsError::Validation(format!(
+                "The input is too long for {} with this algorithm: at most {max} bytes",
+                self.key_arn(&record.key_id)
+            )),
+            HsmError::WrongKeyKind { .. } => KmsError::InvalidKeyUsage(format!(
+                "{} cannot do this: {error}",
+                self.key_arn(&record.key_id)
+            )),
             HsmError::WrappedKeyCorrupt => {
                 tracing::error!(key_id = %record.key_id, "stored key material failed its integrity check");
                 KmsError::Internal(format!(
@@ -343,7 +447,7 @@ fn current_material(record: &KeyRecord) -> Result<(u32, WrappedKey, Vec<u8>), Km
     ))
 }
 
-fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
+pub(crate) fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
     current_material(record).map(|(_, wrapped, label)| (wrapped, label))
 }
 

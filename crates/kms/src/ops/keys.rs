@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use atrest_hsm::{KeyKind, WrappedKey};
+use atrest_hsm::WrappedKey;
 
 use crate::api::{
     CreateKeyRequest, KeyIdRequest, KeyListEntry, KeyMetadata, KeyMetadataResponse,
@@ -20,19 +20,17 @@ const SECONDS_PER_DAY: i64 = 86_400;
 impl Kms {
     pub fn create_key(&self, request: CreateKeyRequest) -> Result<KeyMetadataResponse, KmsError> {
         let (spec, usage) = key_spec_and_usage(&request)?;
-        let kind = match spec {
-            KeySpec::SYMMETRIC_DEFAULT => KeyKind::Aes256,
-            KeySpec::HMAC_224 => KeyKind::Hmac224,
-            KeySpec::HMAC_256 => KeyKind::Hmac256,
-            KeySpec::HMAC_384 => KeyKind::Hmac384,
-            KeySpec::HMAC_512 => KeyKind::Hmac512,
-            other => {
-                return Err(KmsError::UnsupportedOperation(format!(
-                    "KeySpec {} is not supported by this atrest server yet",
-                    other.name()
-                )));
-            }
+        let Some(kind) = spec.key_kind() else {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {} is not supported by atrest",
+                spec.name()
+            )));
         };
+        if usage == KeyUsage::KeyAgreement {
+            return Err(KmsError::UnsupportedOperation(
+                "KEY_AGREEMENT keys are not supported by atrest".into(),
+            ));
+        }
         match request.origin.as_deref() {
             None | Some("AWS_KMS") => {}
             Some(origin @ ("EXTERNAL" | "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
@@ -259,16 +257,23 @@ impl Kms {
 
     pub(crate) fn metadata(&self, record: &KeyRecord) -> KeyMetadata {
         let spec = record.key_spec.name();
-        let (encryption_algorithms, mac_algorithms) = match record.key_usage {
-            KeyUsage::EncryptDecrypt => (Some(vec!["SYMMETRIC_DEFAULT".to_owned()]), None),
+        let names = |list: &[&str]| {
+            Some(
+                list.iter()
+                    .map(|name| (*name).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let spec_of = record.key_spec;
+        let (encryption_algorithms, signing_algorithms, mac_algorithms) = match record.key_usage {
+            KeyUsage::EncryptDecrypt => (names(spec_of.encryption_algorithms()), None, None),
+            KeyUsage::SignVerify => (None, names(spec_of.signing_algorithms()), None),
             KeyUsage::GenerateVerifyMac => (
                 None,
-                record
-                    .key_spec
-                    .mac_algorithm()
-                    .map(|alg| vec![alg.to_owned()]),
+                None,
+                spec_of.mac_algorithm().map(|alg| vec![alg.to_owned()]),
             ),
-            _ => (None, None),
+            KeyUsage::KeyAgreement => (None, None, None),
         };
         KeyMetadata {
             aws_account_id: self.account.clone(),
@@ -277,7 +282,7 @@ impl Kms {
             creation_date: record.created,
             enabled: record.state == KeyState::Enabled,
             description: record.description.clone(),
-            key_usage: usage_name(record.key_usage).to_owned(),
+            key_usage: record.key_usage.name().to_owned(),
             key_state: state_name(record.state).to_owned(),
             deletion_date: record.deletion_date,
             pending_deletion_window_in_days: None,
@@ -286,6 +291,7 @@ impl Kms {
             customer_master_key_spec: spec.clone(),
             key_spec: spec,
             encryption_algorithms,
+            signing_algorithms,
             mac_algorithms,
             multi_region: false,
         }
@@ -340,12 +346,14 @@ fn key_spec_and_usage(request: &CreateKeyRequest) -> Result<(KeySpec, KeyUsage),
     let compatible = match spec {
         KeySpec::SYMMETRIC_DEFAULT => usage == KeyUsage::EncryptDecrypt,
         _ if spec.is_hmac() => usage == KeyUsage::GenerateVerifyMac,
+        _ if spec.is_rsa() => matches!(usage, KeyUsage::EncryptDecrypt | KeyUsage::SignVerify),
+        _ if spec.is_ecc() => matches!(usage, KeyUsage::SignVerify | KeyUsage::KeyAgreement),
         _ => usage != KeyUsage::GenerateVerifyMac,
     };
     if !compatible {
         return Err(KmsError::Validation(format!(
             "KeyUsage {} is not compatible with KeySpec {}",
-            usage_name(usage),
+            usage.name(),
             spec.name()
         )));
     }
@@ -369,15 +377,6 @@ pub(crate) fn enum_error(field: &str, value: &str, allowed: &str) -> KmsError {
         value,
         &format!("Member must satisfy enum value set: {allowed}"),
     )
-}
-
-fn usage_name(usage: KeyUsage) -> &'static str {
-    match usage {
-        KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
-        KeyUsage::SignVerify => "SIGN_VERIFY",
-        KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
-        KeyUsage::KeyAgreement => "KEY_AGREEMENT",
-    }
 }
 
 fn state_name(state: KeyState) -> &'static str {

@@ -1,6 +1,7 @@
 //! The KMS operations, grouped as the AWS API reference groups them.
 
 mod aliases;
+mod asymmetric;
 mod cryptography;
 mod keys;
 mod rotation;

@@ -77,6 +77,7 @@ impl From<KmsError> for WireError {
             KmsError::InvalidMarker(_) => "InvalidMarkerException",
             KmsError::InvalidState(_) => "KMSInvalidStateException",
             KmsError::InvalidMac(_) => "KMSInvalidMacException",
+            KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",
             KmsError::Internal(_) => "KMSInternalException",
             KmsError::LimitExceeded(_) => "LimitExceededException",
             KmsError::NotFound(_) => "NotFoundException",

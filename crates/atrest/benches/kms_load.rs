@@ -1,0 +1,320 @@
+//! Load benchmark: starts the real `atrest` binary and drives it with signed KMS requests over
+//! keep-alive connections, then prints requests/s and latency percentiles for the health
+//! endpoint and for Encrypt, Decrypt and GenerateDataKey, all in one run.
+//!
+//! The health endpoint is the peer: it is the same server, routing and TCP path with no
+//! authentication or cryptography, so `Encrypt / health` says what SigV4 + the KMS cost.
+//! Target (issue 2): Encrypt throughput at least half the health endpoint's.
+//!
+//! Run: `cargo bench -p atrest --bench kms_load` (optional: `ATREST_BENCH_SECONDS`,
+//! `ATREST_BENCH_CONNECTIONS`). Requests are signed once and replayed (valid for SigV4's
+//! 5-minute window), so the client's signing cost is not measured.
+
+// A benchmark binary: it panics and unwraps on setup failures, which end the run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atrest_sigv4::{
+    Authorization, RequestParts, UriEncoding, format_amz_date, sha256_hex, signature,
+};
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const ACCESS_KEY: &str = "AKIABENCHBENCHBENCH0";
+const SECRET: &str = "bench-secret-bench-secret-bench-secret00";
+
+fn main() {
+    let seconds: u64 = env_or("ATREST_BENCH_SECONDS", 5);
+    let connections: usize = env_or("ATREST_BENCH_CONNECTIONS", 16);
+    let data_dir = std::env::temp_dir().join(format!("atrest-bench-{}", std::process::id()));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut server = start_server(&data_dir, port);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = runtime.block_on(run(port, seconds, connections));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if let Err(error) = result {
+        eprintln!("benchmark failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> {
+    let key_id = create_key(port).await?;
+    let encrypt_body = format!(
+        r#"{{"KeyId":"{key_id}","Plaintext":"{}","EncryptionContext":{{"bench":"1"}}}}"#,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 64])
+    );
+    let blob = call(port, "Encrypt", &encrypt_body).await?;
+    let blob: serde_json::Value = serde_json::from_str(&blob).map_err(|e| e.to_string())?;
+    let decrypt_body = format!(
+        r#"{{"CiphertextBlob":"{}","EncryptionContext":{{"bench":"1"}}}}"#,
+        blob["CiphertextBlob"].as_str().ok_or("no CiphertextBlob")?
+    );
+    let data_key_body = format!(r#"{{"KeyId":"{key_id}","KeySpec":"AES_256"}}"#);
+
+    let scenarios = [
+        ("health (peer)", health_request()),
+        ("Encrypt", signed_request("Encrypt", &encrypt_body)),
+        ("Decrypt", signed_request("Decrypt", &decrypt_body)),
+        (
+            "GenerateDataKey",
+            signed_request("GenerateDataKey", &data_key_body),
+        ),
+    ];
+    println!(
+        "atrest KMS load: {connections} keep-alive connections, {seconds} s per scenario, 2-core machine"
+    );
+    println!(
+        "{:<16} {:>10} {:>10} {:>10} {:>8}",
+        "scenario", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    let mut rates = Vec::new();
+    for (name, request) in scenarios {
+        let stats = load(port, request, connections, Duration::from_secs(seconds)).await;
+        println!(
+            "{name:<16} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            stats.rate,
+            stats.percentile(0.50),
+            stats.percentile(0.99),
+            stats.errors
+        );
+        rates.push((name, stats.rate));
+    }
+    let health = rates[0].1.max(1.0);
+    for (name, rate) in &rates[1..] {
+        println!(
+            "ratio {name} / health = {:.2} (target for Encrypt: >= 0.50)",
+            rate / health
+        );
+    }
+    Ok(())
+}
+
+struct Stats {
+    rate: f64,
+    latencies_ms: Vec<f64>,
+    errors: usize,
+}
+
+impl Stats {
+    fn percentile(&self, fraction: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.latencies_ms.len() as f64 - 1.0) * fraction).round() as usize;
+        self.latencies_ms[index]
+    }
+}
+
+async fn load(port: u16, request: Vec<u8>, connections: usize, duration: Duration) -> Stats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+                return (latencies, 1);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut stream = BufReader::new(stream);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if stream.get_mut().write_all(&request).await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                match read_response(&mut stream).await {
+                    Ok(200) => latencies.push(sent.elapsed().as_secs_f64() * 1000.0),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies_ms = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((mut latencies, failed)) = task.await {
+            latencies_ms.append(&mut latencies);
+            errors += failed;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies_ms.sort_by(f64::total_cmp);
+    Stats {
+        rate: latencies_ms.len() as f64 / elapsed,
+        latencies_ms,
+        errors,
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns its status code.
+async fn read_response(stream: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(status)
+}
+
+fn health_request() -> Vec<u8> {
+    b"GET /_atrest/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec()
+}
+
+/// A complete SigV4-signed KMS request, as aws-sdk-kms would send it.
+fn signed_request(operation: &str, body: &str) -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let amz_date = format_amz_date(now);
+    let target = format!("TrentService.{operation}");
+    let headers = vec![
+        (
+            "content-type".to_owned(),
+            "application/x-amz-json-1.1".to_owned(),
+        ),
+        ("host".to_owned(), "127.0.0.1".to_owned()),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+        ("x-amz-target".to_owned(), target.clone()),
+    ];
+    let auth = Authorization {
+        access_key_id: ACCESS_KEY.to_owned(),
+        date: amz_date[..8].to_owned(),
+        region: "us-east-1".to_owned(),
+        service: "kms".to_owned(),
+        signed_headers: headers.iter().map(|(name, _)| name.clone()).collect(),
+        signature: Vec::new(),
+    };
+    let payload_hash = sha256_hex(body.as_bytes());
+    let parts = RequestParts {
+        method: "POST",
+        raw_path: "/",
+        raw_query: "",
+        headers: &headers,
+        payload_hash: &payload_hash,
+        uri_encoding: UriEncoding::Double,
+    };
+    let signature = hex::encode(signature(&parts, &auth, &amz_date, SECRET.as_bytes()));
+    format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Date: {amz_date}\r\n\
+         X-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{}/us-east-1/kms/aws4_request, \
+         SignedHeaders={}, Signature={signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        &amz_date[..8],
+        auth.signed_headers.join(";"),
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn call(port: u16, operation: &str, body: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut request = signed_request(operation, body);
+    // Close after this one request so read_to_end terminates.
+    let split = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed request")?;
+    request.splice(
+        split + 2..split + 2,
+        b"Connection: close\r\n".iter().copied(),
+    );
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("{operation} failed: {text}"));
+    }
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+async fn create_key(port: u16) -> Result<String, String> {
+    let body = call(port, "CreateKey", "{}").await?;
+    let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    value["KeyMetadata"]["KeyId"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no KeyId".into())
+}
+
+fn start_server(data_dir: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("ATREST_ROOT_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("ATREST_ROOT_SECRET_ACCESS_KEY", SECRET)
+        .env("ATREST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("atrest starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("atrest did not start");
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
