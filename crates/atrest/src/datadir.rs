@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use atrest_crypto::SecretBytes;
 use atrest_hsm::{SoftwareHsm, UnsealWith, fsio};
-use atrest_kms::{Clock, Kms, NewCredentials, RedbStore};
+use atrest_kms::{CachingStore, Clock, Kms, NewCredentials, RedbStore};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DataDirArgs;
@@ -50,7 +50,7 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
             dir.join("hsm").display()
         );
     }
-    let store = RedbStore::open(&dir.join("metadata.redb"))?;
+    let store = CachingStore::new(RedbStore::open(&dir.join("metadata.redb"))?);
     let clock = clock_from_env()?;
     let kms = Arc::new(Kms::new(
         Arc::new(store),

@@ -63,7 +63,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_err(|error| CliError::Config(format!("cannot listen on {}: {error}", args.listen)))?;
         let kms = Arc::clone(&opened.kms);
         atrest_server::spawn_maintenance(Arc::clone(&kms), Duration::from_secs(args.maintenance_interval_secs.max(1)));
-        let state = Arc::new(AppState { kms, hsm_backend: opened.hsm_backend });
+        let state = Arc::new(AppState::new(kms, opened.hsm_backend));
         tracing::info!(listen = %args.listen, data_dir = %args.data.data_dir.display(), "atrest is serving");
         atrest_server::serve(listener, state, shutdown_signal())
             .await

@@ -6,6 +6,7 @@
 //! only decodes JSON and dispatches.
 
 pub mod api;
+mod cache;
 mod clock;
 mod error;
 pub mod model;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use atrest_hsm::Hsm;
 
+pub use cache::CachingStore;
 pub use clock::Clock;
 pub use error::KmsError;
 pub use principals::{Caller, NewCredentials};
@@ -64,5 +66,124 @@ impl Kms {
         let rotated = self.rotate_due_keys(now)?;
         let deleted = self.delete_due_keys(now)?;
         Ok((rotated, deleted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AliasRequest, CreateKeyRequest, EnableKeyRotationRequest, KeyIdRequest, PageRequest,
+    };
+
+    fn kms_with_clock(dir: &std::path::Path, offset_seconds: i64) -> Kms {
+        let (hsm, _) =
+            atrest_hsm::SoftwareHsm::open(&dir.join("hsm"), &atrest_hsm::UnsealWith::DevKeyFile)
+                .unwrap();
+        let store = RedbStore::open(&dir.join("meta.redb")).unwrap();
+        Kms::new(
+            Arc::new(store),
+            Arc::new(hsm),
+            "us-east-1",
+            "111122223333",
+            Clock::with_offset(offset_seconds),
+        )
+    }
+
+    fn key_id(kms: &Kms) -> String {
+        kms.create_key(CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata
+            .key_id
+    }
+
+    #[test]
+    fn key_references_resolve_in_every_form_aws_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = kms_with_clock(dir.path(), 0);
+        let id = key_id(&kms);
+        kms.create_alias(AliasRequest {
+            alias_name: "alias/a".into(),
+            target_key_id: Some(id.clone()),
+        })
+        .unwrap();
+        let arn = format!("arn:aws:kms:us-east-1:111122223333:key/{id}");
+        for reference in [
+            id.as_str(),
+            &id.to_uppercase(),
+            &arn,
+            "alias/a",
+            "arn:aws:kms:us-east-1:111122223333:alias/a",
+        ] {
+            assert_eq!(
+                kms.resolve_id(reference, resolve::Aliases::Accepted)
+                    .unwrap(),
+                id,
+                "{reference}"
+            );
+        }
+        assert!(matches!(
+            kms.resolve_id("alias/a", resolve::Aliases::Refused),
+            Err(KmsError::NotFound(_))
+        ));
+        let foreign = format!("arn:aws:kms:us-east-1:999999999999:key/{id}");
+        assert!(matches!(
+            kms.resolve_id(&foreign, resolve::Aliases::Accepted),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            kms.resolve_id("", resolve::Aliases::Accepted),
+            Err(KmsError::Validation(_))
+        ));
+        assert!(matches!(
+            kms.resolve_id("not-a-uuid", resolve::Aliases::Accepted),
+            Err(KmsError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn rotation_runs_only_when_due_and_then_reschedules() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let kms = kms_with_clock(dir.path(), 0);
+            let id = key_id(&kms);
+            let request = EnableKeyRotationRequest {
+                key_id: id.clone(),
+                rotation_period_in_days: Some(90),
+            };
+            kms.enable_key_rotation(request).unwrap();
+            assert_eq!(kms.run_due_work().unwrap(), (0, 0));
+            id
+        };
+        let later = kms_with_clock(dir.path(), 90 * 86_400 + 60);
+        assert_eq!(later.run_due_work().unwrap(), (1, 0));
+        assert_eq!(
+            later.run_due_work().unwrap(),
+            (0, 0),
+            "the next rotation is a full period away"
+        );
+        let status = later
+            .key_rotation_status(KeyIdRequest {
+                key_id: id.clone(),
+                grant_tokens: None,
+            })
+            .unwrap();
+        assert!(status.next_rotation_date.unwrap() >= later.clock.now() + 89 * 86_400);
+        let rotations = later
+            .list_key_rotations(PageRequest {
+                key_id: Some(id),
+                ..PageRequest::default()
+            })
+            .unwrap();
+        assert_eq!(rotations.rotations.len(), 1);
+        assert_eq!(rotations.rotations[0].rotation_type, "AUTOMATIC");
+    }
+
+    #[test]
+    fn page_limits_follow_aws_ranges() {
+        assert_eq!(resolve::page_limit(None, 1000, 100).unwrap(), 100);
+        assert_eq!(resolve::page_limit(Some(1000), 1000, 100).unwrap(), 1000);
+        assert!(resolve::page_limit(Some(0), 1000, 100).is_err());
+        assert!(resolve::page_limit(Some(1001), 1000, 100).is_err());
     }
 }

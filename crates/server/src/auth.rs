@@ -1,7 +1,13 @@
 //! SigV4 authentication of a request against the principals the KMS stores.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use atrest_kms::{Caller, Kms};
-use atrest_sigv4::{self as sigv4, Expectations, RequestParts, SigV4Error, UriEncoding};
+use atrest_sigv4::{
+    self as sigv4, Authorization, Expectations, RequestParts, SigV4Error, SigningKey, UriEncoding,
+};
 use hyper::http::request::Parts;
 
 /// Why a request is not authenticated; mapped to AWS's error types by each protocol.
@@ -19,9 +25,58 @@ pub enum AuthError {
     Internal(String),
 }
 
+/// Derived signing keys by access key id, so a request costs one HMAC and no store or HSM
+/// access. Entries expire after [`CACHE_TTL`] so later credential changes (deactivated or
+/// deleted keys) take effect within that time even without an explicit invalidation.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    entries: Mutex<HashMap<String, CachedCredential>>,
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Debug)]
+struct CachedCredential {
+    scope: (String, String, String),
+    key: Arc<SigningKey>,
+    caller: Caller,
+    loaded: Instant,
+}
+
+impl CredentialCache {
+    fn lookup(&self, authorization: &Authorization) -> Option<(Arc<SigningKey>, Caller)> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = entries.get(&authorization.access_key_id)?;
+        let fresh = entry.loaded.elapsed() < CACHE_TTL && entry.scope == scope_of(authorization);
+        fresh.then(|| (Arc::clone(&entry.key), entry.caller.clone()))
+    }
+
+    fn store(&self, authorization: &Authorization, key: Arc<SigningKey>, caller: Caller) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+        let entry = CachedCredential {
+            scope: scope_of(authorization),
+            key,
+            caller,
+            loaded: Instant::now(),
+        };
+        entries.insert(authorization.access_key_id.clone(), entry);
+    }
+}
+
 /// Authenticates `parts` + `body` for `service`, returning who sent it.
 pub fn authenticate(
     kms: &Kms,
+    cache: &CredentialCache,
     parts: &Parts,
     body: &[u8],
     service: &str,
@@ -38,17 +93,36 @@ pub fn authenticate(
         .headers
         .get("x-amz-date")
         .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| AuthError::Incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into()))?;
+        .ok_or_else(|| {
+            AuthError::Incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                    .into(),
+            )
+        })?;
     let expect = Expectations {
         region: kms.region(),
         service,
         now: now(),
     };
     sigv4::check_scope(&authorization, amz_date, &expect).map_err(map_sigv4)?;
-    let (caller, secret) = kms
-        .credentials(&authorization.access_key_id)
-        .map_err(|error| AuthError::Internal(error.to_string()))?
-        .ok_or(AuthError::UnknownAccessKey)?;
+    let (key, caller) = match cache.lookup(&authorization) {
+        Some(cached) => cached,
+        None => {
+            let (caller, secret) = kms
+                .credentials(&authorization.access_key_id)
+                .map_err(|error| AuthError::Internal(error.to_string()))?
+                .ok_or(AuthError::UnknownAccessKey)?;
+            let (date, region, service) = scope_of(&authorization);
+            let key = Arc::new(SigningKey::derive(
+                secret.expose(),
+                &date,
+                &region,
+                &service,
+            ));
+            cache.store(&authorization, Arc::clone(&key), caller.clone());
+            (key, caller)
+        }
+    };
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -68,8 +142,16 @@ pub fn authenticate(
         payload_hash: &payload_hash,
         uri_encoding: UriEncoding::Double,
     };
-    sigv4::verify(&request, &authorization, amz_date, secret.expose()).map_err(map_sigv4)?;
+    sigv4::verify_with(&request, &authorization, amz_date, &key).map_err(map_sigv4)?;
     Ok(caller)
+}
+
+fn scope_of(authorization: &Authorization) -> (String, String, String) {
+    (
+        authorization.date.clone(),
+        authorization.region.clone(),
+        authorization.service.clone(),
+    )
 }
 
 fn map_sigv4(error: SigV4Error) -> AuthError {

@@ -79,7 +79,7 @@ async fn kms_request(
         Err(_) => return kms_error(&WireError::too_large(route::KMS_BODY_LIMIT)),
     };
     let run = || -> Result<Vec<u8>, WireError> {
-        authenticate(&state.kms, &parts, &body, "kms")?;
+        authenticate(&state.kms, &state.credentials, &parts, &body, "kms")?;
         kms::dispatch(&state.kms, &operation, &body)
     };
     // Writes wait for an fsync; let the runtime move other tasks off this thread meanwhile.

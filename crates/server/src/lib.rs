@@ -20,6 +20,17 @@ pub use http::serve;
 pub struct AppState {
     pub kms: Arc<Kms>,
     pub hsm_backend: &'static str,
+    credentials: auth::CredentialCache,
+}
+
+impl AppState {
+    pub fn new(kms: Arc<Kms>, hsm_backend: &'static str) -> Self {
+        Self {
+            kms,
+            hsm_backend,
+            credentials: auth::CredentialCache::default(),
+        }
+    }
 }
 
 /// Runs due rotations and deletions every `interval` until the process ends.

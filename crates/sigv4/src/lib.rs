@@ -181,6 +181,22 @@ pub fn check_scope(
     Ok(())
 }
 
+/// The key derived from a secret for one credential scope (date, region, service). It is what
+/// signs; deriving it takes four HMACs, so servers keep it for the day as AWS does.
+pub struct SigningKey(hmac::Key);
+
+impl SigningKey {
+    pub fn derive(secret: &[u8], date: &str, region: &str, service: &str) -> Self {
+        Self(signing_key(secret, date, region, service))
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([REDACTED])")
+    }
+}
+
 /// Recomputes the signature with `secret` and compares it in constant time.
 pub fn verify(
     request: &RequestParts<'_>,
@@ -188,7 +204,18 @@ pub fn verify(
     amz_date: &str,
     secret: &[u8],
 ) -> Result<(), SigV4Error> {
-    let expected = signature(request, auth, amz_date, secret);
+    let key = SigningKey::derive(secret, &auth.date, &auth.region, &auth.service);
+    verify_with(request, auth, amz_date, &key)
+}
+
+/// [`verify`] with an already derived key for the request's scope.
+pub fn verify_with(
+    request: &RequestParts<'_>,
+    auth: &Authorization,
+    amz_date: &str,
+    key: &SigningKey,
+) -> Result<(), SigV4Error> {
+    let expected = signature_with(request, auth, amz_date, key);
     if expected.as_slice().ct_eq(&auth.signature).into() {
         Ok(())
     } else {
@@ -203,6 +230,16 @@ pub fn signature(
     amz_date: &str,
     secret: &[u8],
 ) -> Vec<u8> {
+    let key = SigningKey::derive(secret, &auth.date, &auth.region, &auth.service);
+    signature_with(request, auth, amz_date, &key)
+}
+
+fn signature_with(
+    request: &RequestParts<'_>,
+    auth: &Authorization,
+    amz_date: &str,
+    key: &SigningKey,
+) -> Vec<u8> {
     let canonical_request = canonical::canonical_request(request, &auth.signed_headers);
     let scope = format!(
         "{}/{}/{}/aws4_request",
@@ -215,8 +252,7 @@ pub fn signature(
             canonical_request.as_bytes()
         ))
     );
-    let signing_key = signing_key(secret, &auth.date, &auth.region, &auth.service);
-    hmac::sign(&signing_key, string_to_sign.as_bytes())
+    hmac::sign(&key.0, string_to_sign.as_bytes())
         .as_ref()
         .to_vec()
 }

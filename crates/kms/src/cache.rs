@@ -1,0 +1,141 @@
+//! A write-through cache in front of a [`MetadataStore`] for the records every cryptographic
+//! request reads: keys and aliases. Reads skip the store's transaction and record decoding.
+//!
+//! It is correct only while every write to the store goes through this wrapper, which holds for
+//! the embedded store (one process owns the file). A shared store serving several nodes needs
+//! invalidation from the store instead, and must not be wrapped by this cache.
+
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::KmsError;
+use crate::model::{AliasRecord, KeyRecord, PrincipalRecord};
+use crate::store::{KeyUpdate, MetadataStore};
+
+/// Entries beyond this empty the cache, which refills from the store on demand.
+const CAPACITY: usize = 100_000;
+
+pub struct CachingStore<S> {
+    inner: S,
+    keys: RwLock<HashMap<String, KeyRecord>>,
+    aliases: RwLock<HashMap<String, AliasRecord>>,
+}
+
+impl<S: MetadataStore> CachingStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            keys: RwLock::default(),
+            aliases: RwLock::default(),
+        }
+    }
+}
+
+impl<S: MetadataStore> MetadataStore for CachingStore<S> {
+    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
+        if let Some(record) = read(&self.keys).get(key_id) {
+            return Ok(Some(record.clone()));
+        }
+        let record = self.inner.key(key_id)?;
+        if let Some(record) = &record {
+            remember(&self.keys, key_id, record.clone());
+        }
+        Ok(record)
+    }
+
+    fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        self.inner.insert_key(record)?;
+        remember(&self.keys, &record.key_id, record.clone());
+        Ok(())
+    }
+
+    fn update_key(&self, key_id: &str, update: KeyUpdate<'_>) -> Result<KeyRecord, KmsError> {
+        // On failure the store is unchanged, but drop the entry anyway rather than reason about it.
+        let result = self.inner.update_key(key_id, update);
+        match &result {
+            Ok(record) => remember(&self.keys, key_id, record.clone()),
+            Err(_) => {
+                write(&self.keys).remove(key_id);
+            }
+        }
+        result
+    }
+
+    fn delete_key(&self, key_id: &str) -> Result<(), KmsError> {
+        let result = self.inner.delete_key(key_id);
+        write(&self.keys).remove(key_id);
+        // Deleting a key deletes its aliases inside the store.
+        write(&self.aliases).clear();
+        result
+    }
+
+    fn keys_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<KeyRecord>, KmsError> {
+        self.inner.keys_after(after, limit)
+    }
+
+    fn alias(&self, name: &str) -> Result<Option<AliasRecord>, KmsError> {
+        if let Some(alias) = read(&self.aliases).get(name) {
+            return Ok(Some(alias.clone()));
+        }
+        let alias = self.inner.alias(name)?;
+        if let Some(alias) = &alias {
+            remember(&self.aliases, name, alias.clone());
+        }
+        Ok(alias)
+    }
+
+    fn create_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError> {
+        self.inner.create_alias(name, record)?;
+        remember(&self.aliases, name, record.clone());
+        Ok(())
+    }
+
+    fn replace_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError> {
+        let result = self.inner.replace_alias(name, record);
+        write(&self.aliases).remove(name);
+        result
+    }
+
+    fn delete_alias(&self, name: &str) -> Result<bool, KmsError> {
+        let result = self.inner.delete_alias(name);
+        write(&self.aliases).remove(name);
+        result
+    }
+
+    fn aliases(&self) -> Result<Vec<(String, AliasRecord)>, KmsError> {
+        self.inner.aliases()
+    }
+
+    fn principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, KmsError> {
+        self.inner.principal(access_key_id)
+    }
+
+    fn create_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError> {
+        self.inner.create_principal(access_key_id, record)
+    }
+
+    fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError> {
+        self.inner.principals()
+    }
+}
+
+fn remember<T>(map: &RwLock<HashMap<String, T>>, id: &str, value: T) {
+    let mut map = write(map);
+    if map.len() >= CAPACITY {
+        map.clear();
+    }
+    map.insert(id.to_owned(), value);
+}
+
+// A poisoned lock means a panic elsewhere mid-insert; the map itself is still consistent.
+fn read<T>(map: &RwLock<HashMap<String, T>>) -> RwLockReadGuard<'_, HashMap<String, T>> {
+    map.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(map: &RwLock<HashMap<String, T>>) -> RwLockWriteGuard<'_, HashMap<String, T>> {
+    map.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
