@@ -153,7 +153,8 @@ fn clock_from_env() -> Result<Clock, CliError> {
 }
 
 /// Creates the root's credentials on first use: from ATREST_ROOT_ACCESS_KEY_ID /
-/// ATREST_ROOT_SECRET_ACCESS_KEY if set, else generated; saved (0600) in the data dir.
+/// ATREST_ROOT_SECRET_ACCESS_KEY if set (the operator already has them: nothing is written),
+/// else generated, saved (0600) in the data dir and returned to be printed once.
 fn ensure_root(kms: &Kms, dir: &Path) -> Result<Option<NewCredentials>, CliError> {
     if kms.has_root()? {
         return Ok(None);
@@ -164,20 +165,27 @@ fn ensure_root(kms: &Kms, dir: &Path) -> Result<Option<NewCredentials>, CliError
     let secret = std::env::var("ATREST_ROOT_SECRET_ACCESS_KEY")
         .ok()
         .filter(|secret| !secret.is_empty());
-    if access_key_id.is_some() != secret.is_some() {
-        return Err(CliError::Config(
+    match (access_key_id, secret) {
+        (Some(access_key_id), Some(secret)) => {
+            kms.create_principal(
+                None,
+                Some(access_key_id),
+                Some(SecretBytes::new(secret.into_bytes())),
+            )?;
+            Ok(None)
+        }
+        (None, None) => {
+            let credentials = kms.create_principal(None, None, None)?;
+            let path: PathBuf = dir.join(ROOT_CREDENTIALS_FILE);
+            let text = serde_json::to_vec_pretty(&credentials)
+                .map_err(|error| CliError::Config(error.to_string()))?;
+            fsio::write_atomically(&path, &text, 0o600)
+                .map_err(|error| CliError::io(&path, error))?;
+            Ok(Some(credentials))
+        }
+        _ => Err(CliError::Config(
             "set both ATREST_ROOT_ACCESS_KEY_ID and ATREST_ROOT_SECRET_ACCESS_KEY, or neither"
                 .into(),
-        ));
+        )),
     }
-    let credentials = kms.create_principal(
-        None,
-        access_key_id,
-        secret.map(|s| SecretBytes::new(s.into_bytes())),
-    )?;
-    let path: PathBuf = dir.join(ROOT_CREDENTIALS_FILE);
-    let text = serde_json::to_vec_pretty(&credentials)
-        .map_err(|error| CliError::Config(error.to_string()))?;
-    fsio::write_atomically(&path, &text, 0o600).map_err(|error| CliError::io(&path, error))?;
-    Ok(Some(credentials))
 }

@@ -139,6 +139,42 @@ async fn users_added_offline_can_use_keys_and_their_secrets_stay_sealed() {
     );
 }
 
+#[tokio::test]
+async fn generated_root_credentials_are_saved_once_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start_with_env(&[
+        ("ATREST_ROOT_ACCESS_KEY_ID", ""),
+        ("ATREST_ROOT_SECRET_ACCESS_KEY", ""),
+    ]);
+    let path = server.data_dir().join("root-credentials.json");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(root["Arn"], "arn:aws:iam::000000000000:root");
+    let access_key = root["AccessKeyId"].as_str().unwrap();
+    assert!(access_key.starts_with("AKIA") && access_key.len() == 20);
+    let kms = server.client_as(access_key, root["SecretAccessKey"].as_str().unwrap());
+    kms.create_key().send().await.unwrap();
+
+    // A restart neither makes new credentials nor rewrites the file.
+    let before = std::fs::read(&path).unwrap();
+    server.kill9();
+    server.spawn().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn credentials_from_the_environment_are_never_written_to_disk() {
+    let server = Server::start();
+    assert!(!server.data_dir().join("root-credentials.json").exists());
+    server.assert_not_on_disk(
+        crate::harness::ROOT_SECRET.as_bytes(),
+        "the root secret access key",
+    );
+}
+
 fn now_amz_date() -> String {
     let output = std::process::Command::new("date")
         .args(["-u", "+%Y%m%dT%H%M%SZ"])
