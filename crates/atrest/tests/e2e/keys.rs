@@ -232,3 +232,96 @@ async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
         .unwrap_err();
     assert_eq!(error_code(&error), "UnsupportedOperationException");
 }
+
+#[tokio::test]
+async fn tags_are_added_replaced_removed_and_limited() {
+    let server = Server::start();
+    let kms = server.client();
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let tag = |key: &str, value: &str| {
+        Tag::builder()
+            .tag_key(key)
+            .tag_value(value)
+            .build()
+            .unwrap()
+    };
+    kms.tag_resource()
+        .key_id(&key)
+        .tags(tag("a", "1"))
+        .tags(tag("b", "2"))
+        .send()
+        .await
+        .unwrap();
+    kms.tag_resource()
+        .key_id(&key)
+        .tags(tag("a", "replaced"))
+        .send()
+        .await
+        .unwrap();
+    kms.untag_resource()
+        .key_id(&key)
+        .tag_keys("b")
+        .send()
+        .await
+        .unwrap();
+    let tags = kms.list_resource_tags().key_id(&key).send().await.unwrap();
+    let pairs: Vec<_> = tags
+        .tags()
+        .iter()
+        .map(|t| (t.tag_key(), t.tag_value()))
+        .collect();
+    assert_eq!(pairs, [("a", "replaced")]);
+
+    let many: Vec<Tag> = (0..50).map(|i| tag(&format!("k{i:02}"), "v")).collect();
+    let error = kms
+        .tag_resource()
+        .key_id(&key)
+        .set_tags(Some(many))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_code(&error),
+        "TagException",
+        "51 tags with the existing one"
+    );
+    let error = kms
+        .tag_resource()
+        .key_id(&key)
+        .tags(tag(&"k".repeat(129), "v"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "TagException");
+    let page = kms
+        .list_resource_tags()
+        .key_id(&key)
+        .limit(1)
+        .send()
+        .await
+        .unwrap();
+    assert!(!page.truncated());
+
+    kms.schedule_key_deletion()
+        .key_id(&key)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let error = kms
+        .tag_resource()
+        .key_id(&key)
+        .tags(tag("c", "3"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&error), "KMSInvalidStateException");
+}
