@@ -1,0 +1,380 @@
+//! Condition operators (IAM User Guide, "Condition operators"), with the `...IfExists` suffix,
+//! the `ForAllValues:`/`ForAnyValue:` set qualifiers, and `Null`.
+//!
+//! Rules that are easy to get wrong, from the guide: a key missing from the request makes a
+//! condition false, except for negated operators (true), `...IfExists` (true) and `Null`;
+//! several values for one key are ORed, but for a negated operator the condition holds only
+//! when *none* match; `ForAllValues` over a missing or empty key is true.
+
+use std::net::IpAddr;
+
+use crate::context::Context;
+use crate::document::PolicyError;
+use crate::matching::wildcard;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Condition {
+    operator: Operator,
+    negated: bool,
+    qualifier: Qualifier,
+    if_exists: bool,
+    key: String,
+    values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qualifier {
+    Single,
+    ForAllValues,
+    ForAnyValue,
+}
+
+/// Operators in their positive form; `Condition::negated` records the `Not` variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operator {
+    StringEquals,
+    StringEqualsIgnoreCase,
+    StringLike,
+    Numeric(Ordering),
+    Date(Ordering),
+    Bool,
+    BinaryEquals,
+    IpAddress,
+    ArnEquals,
+    ArnLike,
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ordering {
+    Equals,
+    LessThan,
+    LessThanEquals,
+    GreaterThan,
+    GreaterThanEquals,
+}
+
+impl Condition {
+    /// Parses one `"Operator": {"key": value(s)}` entry.
+    pub(crate) fn parse(
+        operator: &str,
+        key: &str,
+        values: Vec<String>,
+    ) -> Result<Self, PolicyError> {
+        let (qualifier, rest) = if let Some(rest) = operator.strip_prefix("ForAllValues:") {
+            (Qualifier::ForAllValues, rest)
+        } else if let Some(rest) = operator.strip_prefix("ForAnyValue:") {
+            (Qualifier::ForAnyValue, rest)
+        } else {
+            (Qualifier::Single, operator)
+        };
+        let (name, if_exists) = match rest.strip_suffix("IfExists") {
+            Some(name) if rest != "Null" => (name, true),
+            _ => (rest, false),
+        };
+        let (operator, negated) = parse_operator(name)
+            .ok_or_else(|| PolicyError::new(format!("Unknown condition operator {operator}")))?;
+        if operator == Operator::Null && (if_exists || qualifier != Qualifier::Single) {
+            return Err(PolicyError::new(format!(
+                "Condition operator {operator:?} cannot be qualified"
+            )));
+        }
+        if values.is_empty() {
+            return Err(PolicyError::new(format!(
+                "Condition {name} on {key} has no values"
+            )));
+        }
+        for value in &values {
+            validate_value(operator, value).map_err(|detail| {
+                PolicyError::new(format!("Condition {name} on {key}: {detail}"))
+            })?;
+        }
+        Ok(Self {
+            operator,
+            negated,
+            qualifier,
+            if_exists,
+            key: key.to_owned(),
+            values,
+        })
+    }
+
+    pub(crate) fn holds(&self, context: &Context) -> bool {
+        let present = context.get(&self.key).filter(|values| !values.is_empty());
+        if self.operator == Operator::Null {
+            let absent = present.is_none();
+            return self
+                .values
+                .iter()
+                .any(|value| value.eq_ignore_ascii_case("true") == absent);
+        }
+        let Some(actual) = present else {
+            return match self.qualifier {
+                _ if self.if_exists => true,
+                Qualifier::ForAllValues => true,
+                Qualifier::ForAnyValue => false,
+                Qualifier::Single => self.negated,
+            };
+        };
+        let matches_any_policy_value = |context_value: &String| {
+            self.values
+                .iter()
+                .any(|policy_value| self.matches(policy_value, context_value))
+        };
+        // For a negated operator a context value "passes" when it matches no policy value.
+        let passes =
+            |context_value: &String| matches_any_policy_value(context_value) != self.negated;
+        match self.qualifier {
+            Qualifier::ForAllValues => actual.iter().all(passes),
+            Qualifier::ForAnyValue => actual.iter().any(passes),
+            Qualifier::Single => {
+                let any_match = actual.iter().any(matches_any_policy_value);
+                any_match != self.negated
+            }
+        }
+    }
+
+    fn matches(&self, policy: &str, actual: &str) -> bool {
+        match self.operator {
+            Operator::StringEquals | Operator::ArnEquals | Operator::BinaryEquals => {
+                policy == actual
+            }
+            Operator::StringEqualsIgnoreCase => policy.to_lowercase() == actual.to_lowercase(),
+            Operator::StringLike | Operator::ArnLike => wildcard(policy, actual),
+            Operator::Bool => policy.eq_ignore_ascii_case(actual),
+            Operator::Numeric(ordering) => match (policy.parse::<f64>(), actual.parse::<f64>()) {
+                (Ok(policy), Ok(actual)) => compare(ordering, actual.partial_cmp(&policy)),
+                _ => false,
+            },
+            Operator::Date(ordering) => match (parse_date(policy), parse_date(actual)) {
+                (Some(policy), Some(actual)) => compare(ordering, Some(actual.cmp(&policy))),
+                _ => false,
+            },
+            Operator::IpAddress => cidr_contains(policy, actual),
+            Operator::Null => false,
+        }
+    }
+}
+
+fn compare(ordering: Ordering, actual_vs_policy: Option<std::cmp::Ordering>) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let Some(result) = actual_vs_policy else {
+        return false;
+    };
+    match ordering {
+        Ordering::Equals => result == Equal,
+        Ordering::LessThan => result == Less,
+        Ordering::LessThanEquals => result != Greater,
+        Ordering::GreaterThan => result == Greater,
+        Ordering::GreaterThanEquals => result != Less,
+    }
+}
+
+fn parse_operator(name: &str) -> Option<(Operator, bool)> {
+    use Operator as O;
+    use Ordering as R;
+    Some(match name {
+        "StringEquals" => (O::StringEquals, false),
+        "StringNotEquals" => (O::StringEquals, true),
+        "StringEqualsIgnoreCase" => (O::StringEqualsIgnoreCase, false),
+        "StringNotEqualsIgnoreCase" => (O::StringEqualsIgnoreCase, true),
+        "StringLike" => (O::StringLike, false),
+        "StringNotLike" => (O::StringLike, true),
+        "NumericEquals" => (O::Numeric(R::Equals), false),
+        "NumericNotEquals" => (O::Numeric(R::Equals), true),
+        "NumericLessThan" => (O::Numeric(R::LessThan), false),
+        "NumericLessThanEquals" => (O::Numeric(R::LessThanEquals), false),
+        "NumericGreaterThan" => (O::Numeric(R::GreaterThan), false),
+        "NumericGreaterThanEquals" => (O::Numeric(R::GreaterThanEquals), false),
+        "DateEquals" => (O::Date(R::Equals), false),
+        "DateNotEquals" => (O::Date(R::Equals), true),
+        "DateLessThan" => (O::Date(R::LessThan), false),
+        "DateLessThanEquals" => (O::Date(R::LessThanEquals), false),
+        "DateGreaterThan" => (O::Date(R::GreaterThan), false),
+        "DateGreaterThanEquals" => (O::Date(R::GreaterThanEquals), false),
+        "Bool" => (O::Bool, false),
+        "BinaryEquals" => (O::BinaryEquals, false),
+        "IpAddress" => (O::IpAddress, false),
+        "NotIpAddress" => (O::IpAddress, true),
+        "ArnEquals" => (O::ArnEquals, false),
+        "ArnNotEquals" => (O::ArnEquals, true),
+        "ArnLike" => (O::ArnLike, false),
+        "ArnNotLike" => (O::ArnLike, true),
+        "Null" => (O::Null, false),
+        _ => return None,
+    })
+}
+
+fn validate_value(operator: Operator, value: &str) -> Result<(), String> {
+    let valid = match operator {
+        Operator::Numeric(_) => value.parse::<f64>().is_ok(),
+        Operator::Date(_) => parse_date(value).is_some(),
+        Operator::Bool | Operator::Null => {
+            value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")
+        }
+        Operator::IpAddress => parse_cidr(value).is_some(),
+        _ => true,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("invalid value {value:?} for {operator:?}"))
+    }
+}
+
+/// ISO 8601 (`2026-01-01T00:00:00Z`, `2026-01-01`) or Unix epoch seconds, as IAM accepts.
+pub(crate) fn parse_date(text: &str) -> Option<i64> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let compact: String = text.chars().filter(|c| *c != '-' && *c != ':').collect();
+    let compact = compact
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('Z')
+        .to_owned();
+    let full = match compact.len() {
+        8 => format!("{compact}T000000Z"),
+        15 => format!("{compact}Z"),
+        _ => return None,
+    };
+    atrest_sigv4::parse_amz_date(&full)
+}
+
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, bits) = match text.split_once('/') {
+        Some((address, bits)) => (address.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
+        None => {
+            let address = text.parse::<IpAddr>().ok()?;
+            (address, if address.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((address, bits))
+}
+
+fn cidr_contains(cidr: &str, address: &str) -> bool {
+    let (Some((network, bits)), Ok(address)) = (parse_cidr(cidr), address.parse::<IpAddr>()) else {
+        return false;
+    };
+    let (network, address, width) = match (network, address) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => (u128::from(u32::from(n)), u128::from(u32::from(a)), 32),
+        (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+        _ => return false,
+    };
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - u32::from(bits);
+    (network >> shift) == (address >> shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(operator: &str, key: &str, values: &[&str]) -> Condition {
+        Condition::parse(
+            operator,
+            key,
+            values.iter().map(|v| (*v).to_owned()).collect(),
+        )
+        .unwrap()
+    }
+
+    fn context(pairs: &[(&str, &[&str])]) -> Context {
+        let mut context = Context::new();
+        for (key, values) in pairs {
+            context.set_many(key, values.iter().map(|v| (*v).to_owned()));
+        }
+        context
+    }
+
+    #[test]
+    fn missing_keys_follow_the_guide() {
+        let empty = Context::new();
+        assert!(!condition("StringEquals", "k", &["v"]).holds(&empty));
+        assert!(condition("StringNotEquals", "k", &["v"]).holds(&empty));
+        assert!(condition("StringEqualsIfExists", "k", &["v"]).holds(&empty));
+        assert!(condition("ForAllValues:StringEquals", "k", &["v"]).holds(&empty));
+        assert!(!condition("ForAnyValue:StringEquals", "k", &["v"]).holds(&empty));
+        assert!(condition("Null", "k", &["true"]).holds(&empty));
+        assert!(!condition("Null", "k", &["false"]).holds(&empty));
+    }
+
+    #[test]
+    fn negated_operators_need_every_value_to_differ() {
+        let prod = context(&[("aws:PrincipalTag/role", &["audit"])]);
+        assert!(
+            !condition(
+                "StringNotEquals",
+                "aws:PrincipalTag/role",
+                &["audit", "security"]
+            )
+            .holds(&prod)
+        );
+        assert!(
+            condition(
+                "StringEquals",
+                "aws:PrincipalTag/role",
+                &["audit", "security"]
+            )
+            .holds(&prod)
+        );
+    }
+
+    #[test]
+    fn set_qualifiers_over_encryption_context_keys() {
+        let keys = context(&[("kms:EncryptionContextKeys", &["Department", "Project"])]);
+        let all = condition(
+            "ForAllValues:StringEquals",
+            "kms:EncryptionContextKeys",
+            &["Department", "Project", "Cost"],
+        );
+        assert!(all.holds(&keys));
+        let narrow = condition(
+            "ForAllValues:StringEquals",
+            "kms:EncryptionContextKeys",
+            &["Department"],
+        );
+        assert!(!narrow.holds(&keys));
+        let any = condition(
+            "ForAnyValue:StringEquals",
+            "kms:EncryptionContextKeys",
+            &["Project"],
+        );
+        assert!(any.holds(&keys));
+    }
+
+    #[test]
+    fn typed_operators() {
+        let facts = context(&[
+            ("aws:SourceIp", &["192.0.2.77"]),
+            ("aws:SecureTransport", &["false"]),
+            ("aws:CurrentTime", &["2026-11-29T12:00:00Z"]),
+            ("n", &["10"]),
+        ]);
+        assert!(condition("IpAddress", "aws:SourceIp", &["192.0.2.0/24"]).holds(&facts));
+        assert!(condition("NotIpAddress", "aws:SourceIp", &["203.0.113.0/24"]).holds(&facts));
+        assert!(condition("Bool", "aws:SecureTransport", &["false"]).holds(&facts));
+        assert!(
+            condition("DateLessThan", "aws:CurrentTime", &["2027-01-01T00:00:00Z"]).holds(&facts)
+        );
+        assert!(!condition("DateGreaterThan", "aws:CurrentTime", &["2027-01-01"]).holds(&facts));
+        assert!(condition("NumericLessThanEquals", "n", &["10"]).holds(&facts));
+        assert!(!condition("NumericLessThan", "n", &["10"]).holds(&facts));
+        assert!(condition("StringLike", "aws:CurrentTime", &["2026-*"]).holds(&facts));
+    }
+
+    #[test]
+    fn bad_operators_and_values_are_malformed() {
+        let parse = |op: &str, value: &str| Condition::parse(op, "k", vec![value.to_owned()]);
+        assert!(parse("StringEqualz", "v").is_err());
+        assert!(parse("NumericEquals", "ten").is_err());
+        assert!(parse("DateLessThan", "tomorrow").is_err());
+        assert!(parse("IpAddress", "300.1.1.1/8").is_err());
+        assert!(parse("Bool", "yes").is_err());
+        assert!(parse("NullIfExists", "true").is_err());
+    }
+}
