@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::KmsError;
-use crate::model::{AliasRecord, KeyRecord, PrincipalRecord};
+use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
 use crate::store::{KeyUpdate, MetadataStore};
 
 /// Entries beyond this empty the cache, which refills from the store on demand.
@@ -120,6 +120,38 @@ impl<S: MetadataStore> MetadataStore for CachingStore<S> {
 
     fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError> {
         self.inner.principals()
+    }
+
+    fn replace_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError> {
+        self.inner.replace_principal(access_key_id, record)
+    }
+
+    fn delete_principal(&self, access_key_id: &str) -> Result<bool, KmsError> {
+        self.inner.delete_principal(access_key_id)
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, KmsError> {
+        self.inner.user(name)
+    }
+
+    fn create_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
+        self.inner.create_user(name, record)
+    }
+
+    fn replace_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
+        self.inner.replace_user(name, record)
+    }
+
+    fn delete_user(&self, name: &str) -> Result<bool, KmsError> {
+        self.inner.delete_user(name)
+    }
+
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError> {
+        self.inner.users()
     }
 }
 

@@ -7,6 +7,8 @@
 #[non_exhaustive]
 pub enum KmsError {
     #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
     Disabled(String),
@@ -33,6 +35,8 @@ pub enum KmsError {
     Internal(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

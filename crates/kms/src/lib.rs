@@ -6,6 +6,7 @@
 //! only decodes JSON and dispatches.
 
 pub mod api;
+mod authz;
 mod cache;
 mod clock;
 mod error;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use atrest_hsm::Hsm;
 
+pub use authz::RequestContext;
 pub use cache::CachingStore;
 pub use clock::Clock;
 pub use error::KmsError;
@@ -32,6 +34,7 @@ pub struct Kms {
     region: String,
     account: String,
     clock: Clock,
+    policies: authz::PolicyCache,
 }
 
 impl Kms {
@@ -48,6 +51,7 @@ impl Kms {
             region: region.to_owned(),
             account: account.to_owned(),
             clock,
+            policies: authz::PolicyCache::default(),
         }
     }
 
@@ -90,8 +94,21 @@ mod tests {
         )
     }
 
+    fn root(kms: &Kms) -> RequestContext {
+        let caller = Caller {
+            arn: kms.root_arn(),
+            account: kms.account.clone(),
+            access_key_id: "AKIATEST".into(),
+        };
+        RequestContext {
+            caller,
+            source_ip: None,
+            secure_transport: false,
+        }
+    }
+
     fn key_id(kms: &Kms) -> String {
-        kms.create_key(CreateKeyRequest::default())
+        kms.create_key(&root(kms), CreateKeyRequest::default())
             .unwrap()
             .key_metadata
             .key_id
@@ -102,10 +119,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kms = kms_with_clock(dir.path(), 0);
         let id = key_id(&kms);
-        kms.create_alias(AliasRequest {
-            alias_name: "alias/a".into(),
-            target_key_id: Some(id.clone()),
-        })
+        kms.create_alias(
+            &root(&kms),
+            AliasRequest {
+                alias_name: "alias/a".into(),
+                target_key_id: Some(id.clone()),
+            },
+        )
         .unwrap();
         let arn = format!("arn:aws:kms:us-east-1:111122223333:key/{id}");
         for reference in [
@@ -151,7 +171,7 @@ mod tests {
                 key_id: id.clone(),
                 rotation_period_in_days: Some(90),
             };
-            kms.enable_key_rotation(request).unwrap();
+            kms.enable_key_rotation(&root(&kms), request).unwrap();
             assert_eq!(kms.run_due_work().unwrap(), (0, 0));
             id
         };
@@ -163,17 +183,23 @@ mod tests {
             "the next rotation is a full period away"
         );
         let status = later
-            .key_rotation_status(KeyIdRequest {
-                key_id: id.clone(),
-                grant_tokens: None,
-            })
+            .key_rotation_status(
+                &root(&later),
+                KeyIdRequest {
+                    key_id: id.clone(),
+                    grant_tokens: None,
+                },
+            )
             .unwrap();
         assert!(status.next_rotation_date.unwrap() >= later.clock.now() + 89 * 86_400);
         let rotations = later
-            .list_key_rotations(PageRequest {
-                key_id: Some(id),
-                ..PageRequest::default()
-            })
+            .list_key_rotations(
+                &root(&later),
+                PageRequest {
+                    key_id: Some(id),
+                    ..PageRequest::default()
+                },
+            )
             .unwrap();
         assert_eq!(rotations.rotations.len(), 1);
         assert_eq!(rotations.rotations[0].rotation_type, "AUTOMATIC");

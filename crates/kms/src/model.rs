@@ -189,6 +189,9 @@ pub struct KeyRecord {
     pub next_rotation: Option<i64>,
     pub on_demand_rotation_started: Option<i64>,
     pub tags: BTreeMap<String, String>,
+    /// The key policy document as the caller supplied it; `None` means AWS's default policy.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 impl KeyRecord {
@@ -210,7 +213,7 @@ pub struct AliasRecord {
     pub updated: i64,
 }
 
-/// A SigV4 principal: the account root or an IAM-style user.
+/// An access key: SigV4 credentials of the account root (`user_name: None`) or of a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrincipalRecord {
     pub user_name: Option<String>,
@@ -219,6 +222,27 @@ pub struct PrincipalRecord {
     #[serde(with = "hex_bytes")]
     pub wrapped_secret: Vec<u8>,
     pub created: i64,
+    #[serde(default)]
+    pub status: AccessKeyStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AccessKeyStatus {
+    #[default]
+    Active,
+    Inactive,
+}
+
+/// An IAM user of the account, with its inline identity policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub arn: String,
+    /// IAM's unique id for the user ("AIDA" + 16 characters of base32).
+    pub user_id: String,
+    pub created: i64,
+    /// Inline policies by name, as PutUserPolicy stored them.
+    #[serde(default)]
+    pub policies: BTreeMap<String, String>,
 }
 
 mod hex_bytes {

@@ -6,7 +6,7 @@
 use atrest_crypto::SecretBytes;
 use atrest_hsm::WrappedKey;
 
-use crate::model::PrincipalRecord;
+use crate::model::{AccessKeyStatus, PrincipalRecord, UserRecord};
 use crate::{Kms, KmsError};
 
 /// The authenticated principal a request runs as.
@@ -15,6 +15,13 @@ pub struct Caller {
     pub arn: String,
     pub account: String,
     pub access_key_id: String,
+}
+
+impl Caller {
+    /// The IAM user name, or `None` for the account root.
+    pub fn user_name(&self) -> Option<&str> {
+        self.arn.split_once(":user/").map(|(_, name)| name)
+    }
 }
 
 /// What `atrest user add` prints and what the first start writes to `root-credentials.json`.
@@ -99,7 +106,17 @@ impl Kms {
             arn: arn.clone(),
             wrapped_secret: wrapped.as_bytes().to_vec(),
             created: self.clock.now(),
+            status: AccessKeyStatus::Active,
         };
+        if let Some(name) = user_name {
+            let user = UserRecord {
+                arn: arn.clone(),
+                user_id: self.generate_id("AIDA"),
+                created: self.clock.now(),
+                policies: Default::default(),
+            };
+            self.store.create_user(name, &user)?;
+        }
         self.store.create_principal(&access_key_id, &record)?;
         Ok(NewCredentials {
             user_name: user_name.unwrap_or("root").to_owned(),
@@ -117,6 +134,10 @@ impl Kms {
         let Some(record) = self.store.principal(access_key_id)? else {
             return Ok(None);
         };
+        // AWS treats an inactive key exactly like an unknown one.
+        if record.status != AccessKeyStatus::Active {
+            return Ok(None);
+        }
         let secret = self
             .hsm
             .unwrap_secret(
@@ -138,14 +159,18 @@ impl Kms {
     }
 
     fn generate_access_key_id(&self) -> String {
-        // AWS access key ids: "AKIA" + 16 characters of base32 (A-Z, 2-7).
+        self.generate_id("AKIA")
+    }
+
+    /// AWS-style identifiers: a four-letter prefix and 16 characters of base32 (A-Z, 2-7).
+    pub(crate) fn generate_id(&self, prefix: &str) -> String {
         const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         let random = self.hsm.random(16);
         let tail: String = random
             .iter()
             .map(|byte| char::from(ALPHABET[usize::from(byte % 32)]))
             .collect();
-        format!("AKIA{tail}")
+        format!("{prefix}{tail}")
     }
 
     fn generate_secret(&self) -> SecretBytes {

@@ -1,8 +1,11 @@
 //! Turning a `KeyId` parameter (key id, key ARN, alias name or alias ARN) into a key record,
 //! and the ARNs atrest hands out.
 
+use atrest_policy::Context;
+
 use crate::model::{KeyRecord, KeyState};
-use crate::{Kms, KmsError};
+use crate::store::KeyUpdate;
+use crate::{Kms, KmsError, RequestContext};
 
 /// Whether an operation accepts alias names for its `KeyId` (AWS lists this per operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,16 +23,52 @@ impl Kms {
         format!("arn:aws:kms:{}:{}:{alias_name}", self.region, self.account)
     }
 
-    /// Resolves a `KeyId` parameter to the key it names.
-    pub(crate) fn resolve(&self, key_ref: &str, aliases: Aliases) -> Result<KeyRecord, KmsError> {
-        let key_id = self.resolve_id(key_ref, aliases)?;
-        self.store.key(&key_id)?.ok_or_else(|| {
+    /// Resolves `key_ref` and authorizes `action` on the key, adding `kms:RequestAlias` when
+    /// the caller named the key by an alias.
+    pub(crate) fn resolve_authorized(
+        &self,
+        ctx: &RequestContext,
+        key_ref: &str,
+        aliases: Aliases,
+        action: &str,
+        mut facts: Context,
+    ) -> Result<KeyRecord, KmsError> {
+        let (key_id, alias) = self.resolve_id_and_alias(key_ref, aliases)?;
+        let record = self.store.key(&key_id)?.ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
-        })
+        })?;
+        if let Some(alias) = alias {
+            facts.set("kms:RequestAlias", alias);
+        }
+        self.authorize(ctx, action, &record, facts)?;
+        Ok(record)
+    }
+
+    /// Resolves and authorizes, then applies `update` to the key in one store transaction.
+    pub(crate) fn update_authorized(
+        &self,
+        ctx: &RequestContext,
+        key_ref: &str,
+        action: &str,
+        update: KeyUpdate<'_>,
+    ) -> Result<KeyRecord, KmsError> {
+        let record =
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
+        self.store.update_key(&record.key_id, update)
     }
 
     /// Resolves a `KeyId` parameter to a key id without loading the key.
     pub(crate) fn resolve_id(&self, key_ref: &str, aliases: Aliases) -> Result<String, KmsError> {
+        self.resolve_id_and_alias(key_ref, aliases)
+            .map(|(key_id, _)| key_id)
+    }
+
+    /// The key id, and the alias name if the reference was an alias.
+    fn resolve_id_and_alias(
+        &self,
+        key_ref: &str,
+        aliases: Aliases,
+    ) -> Result<(String, Option<String>), KmsError> {
         if key_ref.is_empty() || key_ref.len() > 2048 {
             return Err(KmsError::validation(
                 "keyId",
@@ -46,7 +85,7 @@ impl Kms {
                 return Err(KmsError::NotFound(format!("Invalid keyId {key_ref}")));
             }
             return match self.store.alias(local)? {
-                Some(alias) => Ok(alias.target_key_id),
+                Some(alias) => Ok((alias.target_key_id, Some(local.to_owned()))),
                 None => Err(KmsError::NotFound(format!(
                     "Alias {} is not found.",
                     self.alias_arn(local)
@@ -57,7 +96,7 @@ impl Kms {
         if uuid::Uuid::try_parse(key_id).is_err() {
             return Err(KmsError::NotFound(format!("Invalid keyId {key_ref}")));
         }
-        Ok(key_id.to_ascii_lowercase())
+        Ok((key_id.to_ascii_lowercase(), None))
     }
 
     /// `arn:aws:kms:REGION:ACCOUNT:RESOURCE` → `RESOURCE`, if the ARN is ours.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::KmsError;
-use crate::model::{AliasRecord, KeyRecord, PrincipalRecord};
+use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
 
 /// A read-modify-write step run inside one store transaction.
 pub type KeyUpdate<'a> = &'a mut dyn FnMut(&mut KeyRecord) -> Result<(), KmsError>;
@@ -40,11 +40,26 @@ pub trait MetadataStore: Send + Sync {
         record: &PrincipalRecord,
     ) -> Result<(), KmsError>;
     fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError>;
+    fn replace_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError>;
+    fn delete_principal(&self, access_key_id: &str) -> Result<bool, KmsError>;
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, KmsError>;
+    /// Inserts a user; fails with `AlreadyExists` if the name is taken.
+    fn create_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError>;
+    fn replace_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError>;
+    fn delete_user(&self, name: &str) -> Result<bool, KmsError>;
+    /// Every user in name order.
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError>;
 }
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principals");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 /// The embedded default store: one redb file.
 pub struct RedbStore {
@@ -63,7 +78,7 @@ impl RedbStore {
             other => KmsError::internal(&format!("opening {}", path.display()), other),
         })?;
         let txn = db.begin_write()?;
-        for table in [KEYS, ALIASES, PRINCIPALS] {
+        for table in [KEYS, ALIASES, PRINCIPALS, USERS] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -99,6 +114,26 @@ impl RedbStore {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+        record: &T,
+    ) -> Result<(), KmsError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?
+            .insert(id, encode(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<bool, KmsError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(table)?.remove(id)?.is_some();
+        txn.commit()?;
+        Ok(existed)
     }
 
     fn all<T: DeserializeOwned>(
@@ -188,18 +223,11 @@ impl MetadataStore for RedbStore {
     }
 
     fn replace_alias(&self, name: &str, record: &AliasRecord) -> Result<(), KmsError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(ALIASES)?
-            .insert(name, encode(record)?.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.put(ALIASES, name, record)
     }
 
     fn delete_alias(&self, name: &str) -> Result<bool, KmsError> {
-        let txn = self.db.begin_write()?;
-        let existed = txn.open_table(ALIASES)?.remove(name)?.is_some();
-        txn.commit()?;
-        Ok(existed)
+        self.remove(ALIASES, name)
     }
 
     fn aliases(&self) -> Result<Vec<(String, AliasRecord)>, KmsError> {
@@ -220,6 +248,38 @@ impl MetadataStore for RedbStore {
 
     fn principals(&self) -> Result<Vec<(String, PrincipalRecord)>, KmsError> {
         self.all(PRINCIPALS)
+    }
+
+    fn replace_principal(
+        &self,
+        access_key_id: &str,
+        record: &PrincipalRecord,
+    ) -> Result<(), KmsError> {
+        self.put(PRINCIPALS, access_key_id, record)
+    }
+
+    fn delete_principal(&self, access_key_id: &str) -> Result<bool, KmsError> {
+        self.remove(PRINCIPALS, access_key_id)
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, KmsError> {
+        self.get(USERS, name)
+    }
+
+    fn create_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
+        self.insert_new(USERS, name, record)
+    }
+
+    fn replace_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
+        self.put(USERS, name, record)
+    }
+
+    fn delete_user(&self, name: &str) -> Result<bool, KmsError> {
+        self.remove(USERS, name)
+    }
+
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError> {
+        self.all(USERS)
     }
 }
 

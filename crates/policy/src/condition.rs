@@ -99,6 +99,10 @@ impl Condition {
         })
     }
 
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     pub(crate) fn holds(&self, context: &Context) -> bool {
         let present = context.get(&self.key).filter(|values| !values.is_empty());
         if self.operator == Operator::Null {

@@ -31,6 +31,8 @@ pub enum Effect {
 #[derive(Debug, Clone)]
 pub struct Policy {
     statements: Vec<Statement>,
+    /// Lower-cased condition keys the statements use, so callers can skip costly facts.
+    condition_keys: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +127,24 @@ impl Policy {
                 Statement::parse(value, resource_policy).map_err(|e| e.in_statement(index, value))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { statements })
+        let condition_keys = statements
+            .iter()
+            .flat_map(|statement| {
+                statement
+                    .conditions
+                    .iter()
+                    .map(|condition| condition.key().to_ascii_lowercase())
+            })
+            .collect();
+        Ok(Self {
+            statements,
+            condition_keys,
+        })
+    }
+
+    /// Whether any condition uses `key` (compared case-insensitively, as IAM does).
+    pub fn mentions(&self, key: &str) -> bool {
+        self.condition_keys.contains(&key.to_ascii_lowercase())
     }
 
     /// Evaluates as a resource policy: principals are matched against the caller.
@@ -334,7 +353,9 @@ fn parse_principals(
                         "AWS" => PrincipalEntry::parse(&name)?,
                         "Service" | "Federated" | "CanonicalUser" => PrincipalEntry::Foreign,
                         other => {
-                            return Err(PolicyError::new(format!("unknown principal type {other}")));
+                            return Err(PolicyError::new(format!(
+                                "unknown principal type {other}"
+                            )));
                         }
                     });
                 }

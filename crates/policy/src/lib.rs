@@ -6,6 +6,8 @@
 //! with IAM policies. Sans-io: a [`Policy`] is parsed once and evaluated against a
 //! [`RequestFacts`] describing one request.
 
+use std::borrow::Borrow;
+
 mod condition;
 mod context;
 mod document;
@@ -63,15 +65,15 @@ pub enum Decision {
 /// for a caller in the key's own account: an explicit Deny anywhere wins; otherwise the key
 /// policy must allow the caller directly, or allow the account and an identity policy allow
 /// the caller. The account root needs no identity policy: the account *is* the root.
-pub fn decide(
+pub fn decide<P: Borrow<Policy>>(
     resource_policy: &Policy,
-    identity_policies: &[Policy],
+    identity_policies: &[P],
     request: &RequestFacts<'_>,
 ) -> Decision {
     let resource = resource_policy.evaluate(request);
     let identity = identity_policies
         .iter()
-        .map(|policy| policy.evaluate_identity(request));
+        .map(|policy| policy.borrow().evaluate_identity(request));
     let mut identity_allow = false;
     for verdict in identity {
         if verdict.explicit_deny {
@@ -92,10 +94,13 @@ pub fn decide(
 
 /// Decides an action on no particular resource (CreateKey, ListKeys, IAM calls): the root may;
 /// a user needs an identity-policy Allow and no Deny.
-pub fn decide_identity_only(identity_policies: &[Policy], request: &RequestFacts<'_>) -> Decision {
+pub fn decide_identity_only<P: Borrow<Policy>>(
+    identity_policies: &[P],
+    request: &RequestFacts<'_>,
+) -> Decision {
     let mut allow = request.principal.is_root();
     for policy in identity_policies {
-        let verdict = policy.evaluate_identity(request);
+        let verdict = policy.borrow().evaluate_identity(request);
         if verdict.explicit_deny {
             return Decision::ExplicitDeny;
         }

@@ -3,8 +3,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use atrest_kms::RequestContext;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -37,7 +39,7 @@ pub async fn serve(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(Arc::clone(&state), request));
+            let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));
             if let Err(error) = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
@@ -51,12 +53,13 @@ pub async fn serve(
 
 async fn handle(
     state: Arc<AppState>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = request_id();
     let response = match route::endpoint(&request) {
         Endpoint::Health => health(&state),
-        Endpoint::Kms { operation } => kms_request(&state, request, operation).await,
+        Endpoint::Kms { operation } => kms_request(&state, peer, request, operation).await,
         Endpoint::UnknownTarget { target } => kms_error(&WireError::unknown_target(&target)),
         Endpoint::S3 => s3_not_served(),
         Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -70,6 +73,7 @@ async fn handle(
 
 async fn kms_request(
     state: &Arc<AppState>,
+    peer: SocketAddr,
     request: Request<Incoming>,
     operation: String,
 ) -> Response<Full<Bytes>> {
@@ -79,8 +83,13 @@ async fn kms_request(
         Err(_) => return kms_error(&WireError::too_large(route::KMS_BODY_LIMIT)),
     };
     let run = || -> Result<Vec<u8>, WireError> {
-        authenticate(&state.kms, &state.credentials, &parts, &body, "kms")?;
-        kms::dispatch(&state.kms, &operation, &body)
+        let caller = authenticate(&state.kms, &state.credentials, &parts, &body, "kms")?;
+        let ctx = RequestContext {
+            caller,
+            source_ip: Some(peer.ip().to_string()),
+            secure_transport: false,
+        };
+        kms::dispatch(&state.kms, &ctx, &operation, &body)
     };
     // Writes wait for an fsync; let the runtime move other tasks off this thread meanwhile.
     let result = if kms::is_mutating(&operation) {

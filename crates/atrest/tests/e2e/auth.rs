@@ -116,6 +116,30 @@ async fn users_added_offline_can_use_keys_and_their_secrets_stay_sealed() {
 
     server.spawn().unwrap();
     let alice = server.client_as(&access_key, &secret);
+    // The default key policy delegates to IAM, and alice has no IAM policy yet.
+    let denied = alice
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&denied), "AccessDeniedException");
+    let policy = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [
+            {{"Effect": "Allow", "Principal": {{"AWS": "arn:aws:iam::000000000000:root"}}, "Action": "kms:*", "Resource": "*"}},
+            {{"Effect": "Allow", "Principal": {{"AWS": "{}"}}, "Action": "kms:Encrypt", "Resource": "*"}},
+            {{"Effect": "Allow", "Principal": {{"AWS": "arn:aws:iam::000000000000:user/bob"}}, "Action": "kms:Decrypt", "Resource": "*"}}]}}"#,
+        user["Arn"].as_str().unwrap()
+    );
+    server
+        .client()
+        .put_key_policy()
+        .key_id(&key)
+        .policy(policy)
+        .send()
+        .await
+        .unwrap();
     let encrypted = alice
         .encrypt()
         .key_id(&key)

@@ -12,5 +12,6 @@ mod cryptography;
 mod durability;
 mod keys;
 mod mac;
+mod policies;
 mod rotation;
 mod tamper;

@@ -3,14 +3,20 @@
 use crate::api::{AliasListEntry, AliasRequest, ListAliasesResponse, PageRequest};
 use crate::model::{AliasRecord, KeyRecord};
 use crate::resolve::{Aliases, page_limit};
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::{Kms, KmsError, RequestContext};
 
 const RESERVED_PREFIX: &str = "alias/aws/";
 
 impl Kms {
-    pub fn create_alias(&self, request: AliasRequest) -> Result<(), KmsError> {
+    pub fn create_alias(
+        &self,
+        ctx: &RequestContext,
+        request: AliasRequest,
+    ) -> Result<(), KmsError> {
         validate_alias_name(&request.alias_name)?;
-        let target = self.alias_target(request.target_key_id.as_deref())?;
+        let target = self.alias_target(ctx, request.target_key_id.as_deref(), "kms:CreateAlias")?;
         let now = self.clock.now();
         let record = AliasRecord {
             target_key_id: target.key_id,
@@ -29,11 +35,16 @@ impl Kms {
     }
 
     /// The new target must have the same key type and usage as the current one (AWS rule).
-    pub fn update_alias(&self, request: AliasRequest) -> Result<(), KmsError> {
+    pub fn update_alias(
+        &self,
+        ctx: &RequestContext,
+        request: AliasRequest,
+    ) -> Result<(), KmsError> {
         validate_alias_name(&request.alias_name)?;
         let existing = self.existing_alias(&request.alias_name)?;
-        let target = self.alias_target(request.target_key_id.as_deref())?;
+        let target = self.alias_target(ctx, request.target_key_id.as_deref(), "kms:UpdateAlias")?;
         if let Some(current) = self.store.key(&existing.target_key_id)? {
+            self.authorize(ctx, "kms:UpdateAlias", &current, Context::new())?;
             let same_type = current.key_spec.is_hmac() == target.key_spec.is_hmac()
                 && current.key_usage == target.key_usage;
             if !same_type {
@@ -51,8 +62,16 @@ impl Kms {
         self.store.replace_alias(&request.alias_name, &record)
     }
 
-    pub fn delete_alias(&self, request: AliasRequest) -> Result<(), KmsError> {
+    pub fn delete_alias(
+        &self,
+        ctx: &RequestContext,
+        request: AliasRequest,
+    ) -> Result<(), KmsError> {
         validate_alias_name(&request.alias_name)?;
+        let existing = self.existing_alias(&request.alias_name)?;
+        if let Some(target) = self.store.key(&existing.target_key_id)? {
+            self.authorize(ctx, "kms:DeleteAlias", &target, Context::new())?;
+        }
         if self.store.delete_alias(&request.alias_name)? {
             Ok(())
         } else {
@@ -60,7 +79,12 @@ impl Kms {
         }
     }
 
-    pub fn list_aliases(&self, request: PageRequest) -> Result<ListAliasesResponse, KmsError> {
+    pub fn list_aliases(
+        &self,
+        ctx: &RequestContext,
+        request: PageRequest,
+    ) -> Result<ListAliasesResponse, KmsError> {
+        self.authorize_account(ctx, "kms:ListAliases")?;
         let limit = page_limit(request.limit, 100, 50)?;
         let filter = match request.key_id.as_deref() {
             Some(key_ref) => Some(self.resolve_id(key_ref, Aliases::Refused)?),
@@ -104,11 +128,17 @@ impl Kms {
         })
     }
 
-    fn alias_target(&self, target: Option<&str>) -> Result<KeyRecord, KmsError> {
+    fn alias_target(
+        &self,
+        ctx: &RequestContext,
+        target: Option<&str>,
+        action: &str,
+    ) -> Result<KeyRecord, KmsError> {
         let target = target.ok_or_else(|| {
             KmsError::validation("targetKeyId", "null", "Member must not be null")
         })?;
-        let record = self.resolve(target, Aliases::Refused)?;
+        let record =
+            self.resolve_authorized(ctx, target, Aliases::Refused, action, Context::new())?;
         self.require_not_pending_deletion(&record)?;
         Ok(record)
     }

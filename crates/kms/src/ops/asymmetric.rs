@@ -11,13 +11,27 @@ use crate::model::{KeyRecord, KeySpec, KeyUsage};
 use crate::ops::cryptography::current_version;
 use crate::ops::keys::enum_error;
 use crate::resolve::Aliases;
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::authz::encryption_context_facts;
+use crate::{Kms, KmsError, RequestContext};
 
 const MESSAGE_MAX: usize = 4096;
 
 impl Kms {
-    pub fn get_public_key(&self, request: KeyIdRequest) -> Result<GetPublicKeyResponse, KmsError> {
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+    pub fn get_public_key(
+        &self,
+        ctx: &RequestContext,
+        request: KeyIdRequest,
+    ) -> Result<GetPublicKeyResponse, KmsError> {
+        let action = "kms:GetPublicKey";
+        let record = self.resolve_authorized(
+            ctx,
+            &request.key_id,
+            Aliases::Accepted,
+            action,
+            Context::new(),
+        )?;
         self.require_enabled(&record)?;
         if !(record.key_spec.is_rsa() || record.key_spec.is_ecc()) {
             return Err(KmsError::UnsupportedOperation(format!(
@@ -52,8 +66,12 @@ impl Kms {
         })
     }
 
-    pub fn sign(&self, request: SignRequest) -> Result<SignResponse, KmsError> {
-        let (record, algorithm) = self.signing_key(&request)?;
+    pub fn sign(
+        &self,
+        ctx: &RequestContext,
+        request: SignRequest,
+    ) -> Result<SignResponse, KmsError> {
+        let (record, algorithm) = self.signing_key(ctx, &request, "kms:Sign")?;
         let (wrapped, label) = current_version(&record)?;
         let message = message(&request, algorithm)?;
         let signature = self
@@ -68,8 +86,12 @@ impl Kms {
     }
 
     /// AWS answers an invalid signature with `KMSInvalidSignatureException`.
-    pub fn verify(&self, request: SignRequest) -> Result<VerifyResponse, KmsError> {
-        let (record, algorithm) = self.signing_key(&request)?;
+    pub fn verify(
+        &self,
+        ctx: &RequestContext,
+        request: SignRequest,
+    ) -> Result<VerifyResponse, KmsError> {
+        let (record, algorithm) = self.signing_key(ctx, &request, "kms:Verify")?;
         let signature = request
             .signature
             .as_ref()
@@ -97,22 +119,25 @@ impl Kms {
 
     pub fn generate_data_key_pair(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyPairRequest,
     ) -> Result<GenerateDataKeyPairResponse, KmsError> {
-        self.data_key_pair(request, true)
+        self.data_key_pair(ctx, request, true)
     }
 
     pub fn generate_data_key_pair_without_plaintext(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyPairRequest,
     ) -> Result<GenerateDataKeyPairResponse, KmsError> {
-        self.data_key_pair(request, false)
+        self.data_key_pair(ctx, request, false)
     }
 
     /// The private key is generated in the HSM and returned encrypted under the symmetric key
     /// (decryptable with Decrypt, as in AWS), and in plaintext only when asked for.
     fn data_key_pair(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyPairRequest,
         with_plaintext: bool,
     ) -> Result<GenerateDataKeyPairResponse, KmsError> {
@@ -131,13 +156,21 @@ impl Kms {
                 spec.name()
             ))
         })?;
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        let context = request.encryption_context.unwrap_or_default();
+        let mut facts = encryption_context_facts(&context);
+        facts.set("kms:DataKeyPairSpec", spec.name());
+        let action = if with_plaintext {
+            "kms:GenerateDataKeyPair"
+        } else {
+            "kms:GenerateDataKeyPairWithoutPlaintext"
+        };
+        let record =
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
         self.require_symmetric_encryption(&record)?;
         let (private_key, public_key) = self
             .hsm
             .generate_key_pair(kind)
             .map_err(|error| self.hsm_error(&record, error))?;
-        let context = request.encryption_context.unwrap_or_default();
         let ciphertext = self.seal_under(&record, private_key.expose(), &context)?;
         Ok(GenerateDataKeyPairResponse {
             private_key_ciphertext_blob: Blob(ciphertext),
@@ -151,7 +184,9 @@ impl Kms {
     /// Checks everything Sign and Verify share: message size, key state, usage and algorithm.
     fn signing_key(
         &self,
+        ctx: &RequestContext,
         request: &SignRequest,
+        action: &str,
     ) -> Result<(KeyRecord, SigningAlgorithm), KmsError> {
         let message_len = request.message.0.len();
         if message_len == 0 || message_len > MESSAGE_MAX {
@@ -162,7 +197,14 @@ impl Kms {
             ));
         }
         let algorithm = signing_algorithm(&request.signing_algorithm)?;
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        let mut facts = Context::new();
+        facts.set("kms:SigningAlgorithm", request.signing_algorithm.clone());
+        facts.set(
+            "kms:MessageType",
+            request.message_type.clone().unwrap_or_else(|| "RAW".into()),
+        );
+        let record =
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
         self.require_enabled(&record)?;
         if record.key_usage != KeyUsage::SignVerify {
             return Err(KmsError::InvalidKeyUsage(format!(

@@ -16,7 +16,10 @@ use crate::api::{
 use crate::model::{KeyRecord, KeySpec, KeyUsage};
 use crate::ops::keys::enum_error;
 use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes, material_label};
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::authz::encryption_context_facts;
+use crate::{Kms, KmsError, RequestContext};
 
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 const PLAINTEXT_MAX: usize = 4096;
@@ -26,7 +29,11 @@ const RANDOM_BYTES_MAX: i64 = 1024;
 const MAC_MESSAGE_MAX: usize = 4096;
 
 impl Kms {
-    pub fn encrypt(&self, request: EncryptRequest) -> Result<EncryptResponse, KmsError> {
+    pub fn encrypt(
+        &self,
+        ctx: &RequestContext,
+        request: EncryptRequest,
+    ) -> Result<EncryptResponse, KmsError> {
         let plaintext = request.plaintext.0;
         if plaintext.is_empty() || plaintext.len() > PLAINTEXT_MAX {
             return Err(KmsError::validation(
@@ -35,10 +42,17 @@ impl Kms {
                 "Member must have length less than or equal to 4096 and greater than or equal to 1",
             ));
         }
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
-        self.require_encrypt_decrypt(&record)?;
         let context = request.encryption_context.unwrap_or_default();
         let algorithm = request.encryption_algorithm.as_deref();
+        let facts = crypto_facts(&context, algorithm);
+        let record = self.resolve_authorized(
+            ctx,
+            &request.key_id,
+            Aliases::Accepted,
+            "kms:Encrypt",
+            facts,
+        )?;
+        self.require_encrypt_decrypt(&record)?;
         let (ciphertext, algorithm) = self.encrypt_with(
             &record,
             algorithm,
@@ -53,9 +67,15 @@ impl Kms {
         })
     }
 
-    pub fn decrypt(&self, request: DecryptRequest) -> Result<DecryptResponse, KmsError> {
+    pub fn decrypt(
+        &self,
+        ctx: &RequestContext,
+        request: DecryptRequest,
+    ) -> Result<DecryptResponse, KmsError> {
         let context = request.encryption_context.unwrap_or_default();
         let (record, plaintext, algorithm) = self.decrypt_with(
+            ctx,
+            "kms:Decrypt",
             &request.ciphertext_blob.0,
             request.key_id.as_deref(),
             request.encryption_algorithm.as_deref(),
@@ -69,21 +89,35 @@ impl Kms {
         })
     }
 
-    pub fn re_encrypt(&self, request: ReEncryptRequest) -> Result<ReEncryptResponse, KmsError> {
-        let destination = self.resolve(&request.destination_key_id, Aliases::Accepted)?;
+    pub fn re_encrypt(
+        &self,
+        ctx: &RequestContext,
+        request: ReEncryptRequest,
+    ) -> Result<ReEncryptResponse, KmsError> {
+        let destination_context = request.destination_encryption_context.unwrap_or_default();
+        let destination_algorithm = request.destination_encryption_algorithm.as_deref();
+        let facts = crypto_facts(&destination_context, destination_algorithm);
+        let destination = self.resolve_authorized(
+            ctx,
+            &request.destination_key_id,
+            Aliases::Accepted,
+            "kms:ReEncryptTo",
+            facts,
+        )?;
         self.require_encrypt_decrypt(&destination)?;
         let source_context = request.source_encryption_context.unwrap_or_default();
         let (source, plaintext, source_algorithm) = self.decrypt_with(
+            ctx,
+            "kms:ReEncryptFrom",
             &request.ciphertext_blob.0,
             request.source_key_id.as_deref(),
             request.source_encryption_algorithm.as_deref(),
             &source_context,
             "sourceEncryptionAlgorithm",
         )?;
-        let destination_context = request.destination_encryption_context.unwrap_or_default();
         let (ciphertext, destination_algorithm) = self.encrypt_with(
             &destination,
-            request.destination_encryption_algorithm.as_deref(),
+            destination_algorithm,
             plaintext.expose(),
             &destination_context,
             "destinationEncryptionAlgorithm",
@@ -99,22 +133,26 @@ impl Kms {
 
     pub fn generate_data_key(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        self.data_key(request, true)
+        self.data_key(ctx, request, true)
     }
 
     pub fn generate_data_key_without_plaintext(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyRequest,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
-        self.data_key(request, false)
+        self.data_key(ctx, request, false)
     }
 
     pub fn generate_random(
         &self,
+        ctx: &RequestContext,
         request: GenerateRandomRequest,
     ) -> Result<GenerateRandomResponse, KmsError> {
+        self.authorize_account(ctx, "kms:GenerateRandom")?;
         if request.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(
                 "Custom key stores are not supported".into(),
@@ -136,8 +174,12 @@ impl Kms {
         })
     }
 
-    pub fn generate_mac(&self, request: MacRequest) -> Result<GenerateMacResponse, KmsError> {
-        let (record, algorithm) = self.mac_key(&request)?;
+    pub fn generate_mac(
+        &self,
+        ctx: &RequestContext,
+        request: MacRequest,
+    ) -> Result<GenerateMacResponse, KmsError> {
+        let (record, algorithm) = self.mac_key(ctx, &request, "kms:GenerateMac")?;
         let version = current_version(&record)?;
         let mac = self
             .hsm
@@ -151,8 +193,12 @@ impl Kms {
     }
 
     /// AWS answers an invalid MAC with `KMSInvalidMacException`, not with `MacValid: false`.
-    pub fn verify_mac(&self, request: MacRequest) -> Result<VerifyMacResponse, KmsError> {
-        let (record, algorithm) = self.mac_key(&request)?;
+    pub fn verify_mac(
+        &self,
+        ctx: &RequestContext,
+        request: MacRequest,
+    ) -> Result<VerifyMacResponse, KmsError> {
+        let (record, algorithm) = self.mac_key(ctx, &request, "kms:VerifyMac")?;
         let mac = request
             .mac
             .as_ref()
@@ -175,13 +221,21 @@ impl Kms {
 
     fn data_key(
         &self,
+        ctx: &RequestContext,
         request: GenerateDataKeyRequest,
         with_plaintext: bool,
     ) -> Result<GenerateDataKeyResponse, KmsError> {
         let len = data_key_length(request.key_spec.as_deref(), request.number_of_bytes)?;
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
-        self.require_symmetric_encryption(&record)?;
         let context = request.encryption_context.unwrap_or_default();
+        let action = if with_plaintext {
+            "kms:GenerateDataKey"
+        } else {
+            "kms:GenerateDataKeyWithoutPlaintext"
+        };
+        let facts = encryption_context_facts(&context);
+        let record =
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
+        self.require_symmetric_encryption(&record)?;
         let (version_number, wrapped, label) = current_material(&record)?;
         let key_id = key_id_bytes(&record.key_id)?;
         let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(&context)?);
@@ -228,16 +282,26 @@ impl Kms {
 
     /// Decrypts symmetric blobs (whose header names their key) or, when `key_ref` names an RSA
     /// key, RSAES-OAEP ciphertext (which names nothing, so AWS requires the KeyId).
+    #[allow(clippy::too_many_arguments)] // the request's parts, named as AWS names them
     fn decrypt_with(
         &self,
+        ctx: &RequestContext,
+        action: &str,
         ciphertext: &[u8],
         key_ref: Option<&str>,
         algorithm: Option<&str>,
         context: &EncryptionContext,
         field: &str,
     ) -> Result<(KeyRecord, SecretBytes, &'static str), KmsError> {
+        let facts = crypto_facts(context, algorithm);
         let requested = match key_ref {
-            Some(key_ref) => Some(self.resolve(key_ref, Aliases::Accepted)?),
+            Some(key_ref) => Some(self.resolve_authorized(
+                ctx,
+                key_ref,
+                Aliases::Accepted,
+                action,
+                facts.clone(),
+            )?),
             None => None,
         };
         if let Some(record) = requested.as_ref().filter(|record| record.key_spec.is_rsa()) {
@@ -251,7 +315,8 @@ impl Kms {
             return Ok((record.clone(), plaintext, name));
         }
         check_symmetric_algorithm(algorithm, field)?;
-        let (record, plaintext) = self.open_blob(ciphertext, requested, context)?;
+        let authorize = |record: &KeyRecord| self.authorize(ctx, action, record, facts);
+        let (record, plaintext) = self.open_blob(ciphertext, requested, context, authorize)?;
         Ok((record, plaintext, SYMMETRIC_DEFAULT))
     }
 
@@ -306,11 +371,13 @@ impl Kms {
 
     /// Parses and decrypts a blob with whichever key version made it. `requested` is the key
     /// the caller named, if any: the blob must have been made under it.
+    /// `authorize` runs when the key comes from the blob rather than the (authorized) request.
     fn open_blob(
         &self,
         bytes: &[u8],
         requested: Option<KeyRecord>,
         context: &EncryptionContext,
+        authorize: impl FnOnce(&KeyRecord) -> Result<(), KmsError>,
     ) -> Result<(KeyRecord, SecretBytes), KmsError> {
         if bytes.is_empty() || bytes.len() > CIPHERTEXT_MAX {
             return Err(KmsError::validation(
@@ -329,9 +396,13 @@ impl Kms {
                         .into(),
                 ));
             }
-            None => self.store.key(&key_id)?.ok_or_else(|| {
-                KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
-            })?,
+            None => {
+                let record = self.store.key(&key_id)?.ok_or_else(|| {
+                    KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
+                })?;
+                authorize(&record)?;
+                record
+            }
         };
         self.require_encrypt_decrypt(&record)?;
         let version = record
@@ -374,7 +445,12 @@ impl Kms {
         Ok(())
     }
 
-    fn mac_key(&self, request: &MacRequest) -> Result<(KeyRecord, &'static str), KmsError> {
+    fn mac_key(
+        &self,
+        ctx: &RequestContext,
+        request: &MacRequest,
+        action: &str,
+    ) -> Result<(KeyRecord, &'static str), KmsError> {
         let message_len = request.message.0.len();
         if message_len == 0 || message_len > MAC_MESSAGE_MAX {
             return Err(KmsError::validation(
@@ -396,7 +472,10 @@ impl Kms {
                 "[HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384, HMAC_SHA_512]",
             ));
         }
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+        let mut facts = Context::new();
+        facts.set("kms:MacAlgorithm", request.mac_algorithm.clone());
+        let record =
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
         self.require_enabled(&record)?;
         let expected = record.key_spec.mac_algorithm();
         if record.key_usage != KeyUsage::GenerateVerifyMac
@@ -449,6 +528,16 @@ fn current_material(record: &KeyRecord) -> Result<(u32, WrappedKey, Vec<u8>), Km
 
 pub(crate) fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
     current_material(record).map(|(_, wrapped, label)| (wrapped, label))
+}
+
+/// The condition keys of an encryption or decryption request.
+fn crypto_facts(context: &EncryptionContext, algorithm: Option<&str>) -> Context {
+    let mut facts = encryption_context_facts(context);
+    facts.set(
+        "kms:EncryptionAlgorithm",
+        algorithm.unwrap_or(SYMMETRIC_DEFAULT),
+    );
+    facts
 }
 
 fn encode_context(context: &EncryptionContext) -> Result<Vec<u8>, KmsError> {

@@ -12,13 +12,20 @@ use crate::api::{
 };
 use crate::model::{KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion};
 use crate::resolve::{Aliases, material_label, page_limit};
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::{Kms, KmsError, RequestContext};
 
 const DESCRIPTION_MAX: usize = 8192;
 const SECONDS_PER_DAY: i64 = 86_400;
 
 impl Kms {
-    pub fn create_key(&self, request: CreateKeyRequest) -> Result<KeyMetadataResponse, KmsError> {
+    pub fn create_key(
+        &self,
+        ctx: &RequestContext,
+        request: CreateKeyRequest,
+    ) -> Result<KeyMetadataResponse, KmsError> {
+        self.authorize_account(ctx, "kms:CreateKey")?;
         let (spec, usage) = key_spec_and_usage(&request)?;
         let Some(kind) = spec.key_kind() else {
             return Err(KmsError::UnsupportedOperation(format!(
@@ -87,7 +94,14 @@ impl Kms {
             next_rotation: None,
             on_demand_rotation_started: None,
             tags,
+            policy: request.policy,
         };
+        if let Some(text) = &record.policy {
+            let policy = self.parsed_policy(text, true)?;
+            if request.bypass_policy_lockout_safety_check != Some(true) {
+                self.check_lockout(ctx, &record, &policy)?;
+            }
+        }
         self.store.insert_key(&record)?;
         tracing::info!(key_id = %record.key_id, key_spec = %spec.name(), "created KMS key");
         Ok(KeyMetadataResponse {
@@ -95,14 +109,30 @@ impl Kms {
         })
     }
 
-    pub fn describe_key(&self, request: KeyIdRequest) -> Result<KeyMetadataResponse, KmsError> {
-        let record = self.resolve(&request.key_id, Aliases::Accepted)?;
+    pub fn describe_key(
+        &self,
+        ctx: &RequestContext,
+        request: KeyIdRequest,
+    ) -> Result<KeyMetadataResponse, KmsError> {
+        let action = "kms:DescribeKey";
+        let record = self.resolve_authorized(
+            ctx,
+            &request.key_id,
+            Aliases::Accepted,
+            action,
+            Context::new(),
+        )?;
         Ok(KeyMetadataResponse {
             key_metadata: self.metadata(&record),
         })
     }
 
-    pub fn list_keys(&self, request: PageRequest) -> Result<ListKeysResponse, KmsError> {
+    pub fn list_keys(
+        &self,
+        ctx: &RequestContext,
+        request: PageRequest,
+    ) -> Result<ListKeysResponse, KmsError> {
+        self.authorize_account(ctx, "kms:ListKeys")?;
         let limit = page_limit(request.limit, 1000, 100)?;
         if let Some(marker) = &request.marker
             && uuid::Uuid::try_parse(marker).is_err()
@@ -133,11 +163,12 @@ impl Kms {
 
     pub fn update_key_description(
         &self,
+        ctx: &RequestContext,
         request: UpdateKeyDescriptionRequest,
     ) -> Result<(), KmsError> {
         validate_description(&request.description)?;
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
+        let action = "kms:UpdateKeyDescription";
+        self.update_authorized(ctx, &request.key_id, action, &mut |record| {
             self.require_not_pending_deletion(record)?;
             record.description = request.description.clone();
             Ok(())
@@ -145,16 +176,17 @@ impl Kms {
         Ok(())
     }
 
-    pub fn enable_key(&self, request: KeyIdRequest) -> Result<(), KmsError> {
-        self.set_enabled(&request.key_id, true)
+    pub fn enable_key(&self, ctx: &RequestContext, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(ctx, &request.key_id, true)
     }
 
-    pub fn disable_key(&self, request: KeyIdRequest) -> Result<(), KmsError> {
-        self.set_enabled(&request.key_id, false)
+    pub fn disable_key(&self, ctx: &RequestContext, request: KeyIdRequest) -> Result<(), KmsError> {
+        self.set_enabled(ctx, &request.key_id, false)
     }
 
     pub fn schedule_key_deletion(
         &self,
+        ctx: &RequestContext,
         request: ScheduleKeyDeletionRequest,
     ) -> Result<ScheduleKeyDeletionResponse, KmsError> {
         let days = request.pending_window_in_days.unwrap_or(30);
@@ -166,9 +198,9 @@ impl Kms {
             ));
         }
         let days = u32::try_from(days).unwrap_or(30);
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
         let deletion_date = self.clock.now() + i64::from(days) * SECONDS_PER_DAY;
-        let record = self.store.update_key(&key_id, &mut |record| {
+        let action = "kms:ScheduleKeyDeletion";
+        let record = self.update_authorized(ctx, &request.key_id, action, &mut |record| {
             self.require_not_pending_deletion(record)?;
             record.state = KeyState::PendingDeletion;
             record.deletion_date = Some(deletion_date);
@@ -187,10 +219,11 @@ impl Kms {
     /// AWS leaves a key whose deletion was cancelled in the Disabled state.
     pub fn cancel_key_deletion(
         &self,
+        ctx: &RequestContext,
         request: KeyIdRequest,
     ) -> Result<crate::api::KeyIdResponse, KmsError> {
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        let record = self.store.update_key(&key_id, &mut |record| {
+        let action = "kms:CancelKeyDeletion";
+        let record = self.update_authorized(ctx, &request.key_id, action, &mut |record| {
             if record.state != KeyState::PendingDeletion {
                 return Err(KmsError::InvalidState(format!(
                     "{} is not pending deletion.",
@@ -241,9 +274,18 @@ impl Kms {
         }
     }
 
-    fn set_enabled(&self, key_ref: &str, enabled: bool) -> Result<(), KmsError> {
-        let key_id = self.resolve_id(key_ref, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
+    fn set_enabled(
+        &self,
+        ctx: &RequestContext,
+        key_ref: &str,
+        enabled: bool,
+    ) -> Result<(), KmsError> {
+        let action = if enabled {
+            "kms:EnableKey"
+        } else {
+            "kms:DisableKey"
+        };
+        self.update_authorized(ctx, key_ref, action, &mut |record| {
             self.require_not_pending_deletion(record)?;
             record.state = if enabled {
                 KeyState::Enabled

@@ -4,5 +4,6 @@ mod aliases;
 mod asymmetric;
 mod cryptography;
 mod keys;
+mod policies;
 mod rotation;
 mod tags;

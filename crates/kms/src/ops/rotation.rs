@@ -12,7 +12,9 @@ use crate::api::{
 };
 use crate::model::{KeyRecord, KeySpec, KeyState, KeyVersion, RotationType};
 use crate::resolve::{Aliases, material_label, page_limit};
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::{Kms, KmsError, RequestContext};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 const DEFAULT_PERIOD_DAYS: u32 = 365;
@@ -20,7 +22,11 @@ const DEFAULT_PERIOD_DAYS: u32 = 365;
 const ON_DEMAND_LIMIT: usize = 10;
 
 impl Kms {
-    pub fn enable_key_rotation(&self, request: EnableKeyRotationRequest) -> Result<(), KmsError> {
+    pub fn enable_key_rotation(
+        &self,
+        ctx: &RequestContext,
+        request: EnableKeyRotationRequest,
+    ) -> Result<(), KmsError> {
         let period = match request.rotation_period_in_days {
             None => DEFAULT_PERIOD_DAYS,
             Some(days) if (90..=2560).contains(&days) => {
@@ -34,38 +40,58 @@ impl Kms {
                 ));
             }
         };
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
-            self.require_rotatable(record)?;
-            self.require_enabled(record)?;
-            let last = record
-                .current_version()
-                .map_or(record.created, |version| version.created);
-            record.rotation_enabled = true;
-            record.rotation_period_days = Some(period);
-            record.next_rotation = Some(last + i64::from(period) * SECONDS_PER_DAY);
-            Ok(())
-        })?;
+        self.update_authorized(
+            ctx,
+            &request.key_id,
+            "kms:EnableKeyRotation",
+            &mut |record| {
+                self.require_rotatable(record)?;
+                self.require_enabled(record)?;
+                let last = record
+                    .current_version()
+                    .map_or(record.created, |version| version.created);
+                record.rotation_enabled = true;
+                record.rotation_period_days = Some(period);
+                record.next_rotation = Some(last + i64::from(period) * SECONDS_PER_DAY);
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
-    pub fn disable_key_rotation(&self, request: KeyIdRequest) -> Result<(), KmsError> {
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
-            self.require_rotatable(record)?;
-            self.require_enabled(record)?;
-            record.rotation_enabled = false;
-            record.next_rotation = None;
-            Ok(())
-        })?;
+    pub fn disable_key_rotation(
+        &self,
+        ctx: &RequestContext,
+        request: KeyIdRequest,
+    ) -> Result<(), KmsError> {
+        self.update_authorized(
+            ctx,
+            &request.key_id,
+            "kms:DisableKeyRotation",
+            &mut |record| {
+                self.require_rotatable(record)?;
+                self.require_enabled(record)?;
+                record.rotation_enabled = false;
+                record.next_rotation = None;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
     pub fn key_rotation_status(
         &self,
+        ctx: &RequestContext,
         request: KeyIdRequest,
     ) -> Result<KeyRotationStatusResponse, KmsError> {
-        let record = self.resolve(&request.key_id, Aliases::Refused)?;
+        let action = "kms:GetKeyRotationStatus";
+        let record = self.resolve_authorized(
+            ctx,
+            &request.key_id,
+            Aliases::Refused,
+            action,
+            Context::new(),
+        )?;
         self.require_rotatable(&record)?;
         let enabled = record.rotation_enabled;
         Ok(KeyRotationStatusResponse {
@@ -81,9 +107,13 @@ impl Kms {
         })
     }
 
-    pub fn rotate_key_on_demand(&self, request: KeyIdRequest) -> Result<KeyIdResponse, KmsError> {
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        let record = self.store.update_key(&key_id, &mut |record| {
+    pub fn rotate_key_on_demand(
+        &self,
+        ctx: &RequestContext,
+        request: KeyIdRequest,
+    ) -> Result<KeyIdResponse, KmsError> {
+        let action = "kms:RotateKeyOnDemand";
+        let record = self.update_authorized(ctx, &request.key_id, action, &mut |record| {
             self.require_rotatable(record)?;
             self.require_enabled(record)?;
             let on_demand = record
@@ -107,6 +137,7 @@ impl Kms {
 
     pub fn list_key_rotations(
         &self,
+        ctx: &RequestContext,
         request: PageRequest,
     ) -> Result<ListKeyRotationsResponse, KmsError> {
         let limit = page_limit(request.limit, 1000, 100)?;
@@ -114,7 +145,9 @@ impl Kms {
             .key_id
             .as_deref()
             .ok_or_else(|| KmsError::validation("keyId", "null", "Member must not be null"))?;
-        let record = self.resolve(key_ref, Aliases::Refused)?;
+        let action = "kms:ListKeyRotations";
+        let record =
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
         self.require_rotatable(&record)?;
         let start = match &request.marker {
             None => 0,

@@ -6,14 +6,19 @@ use crate::api::{
     ListResourceTagsResponse, PageRequest, Tag, TagResourceRequest, UntagResourceRequest,
 };
 use crate::resolve::{Aliases, page_limit};
-use crate::{Kms, KmsError};
+use atrest_policy::Context;
+
+use crate::{Kms, KmsError, RequestContext};
 
 const MAX_TAGS: usize = 50;
 
 impl Kms {
-    pub fn tag_resource(&self, request: TagResourceRequest) -> Result<(), KmsError> {
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
+    pub fn tag_resource(
+        &self,
+        ctx: &RequestContext,
+        request: TagResourceRequest,
+    ) -> Result<(), KmsError> {
+        self.update_authorized(ctx, &request.key_id, "kms:TagResource", &mut |record| {
             self.require_not_pending_deletion(record)?;
             record.tags = validated_tags(request.tags.clone(), &record.tags)?;
             Ok(())
@@ -21,9 +26,12 @@ impl Kms {
         Ok(())
     }
 
-    pub fn untag_resource(&self, request: UntagResourceRequest) -> Result<(), KmsError> {
-        let key_id = self.resolve_id(&request.key_id, Aliases::Refused)?;
-        self.store.update_key(&key_id, &mut |record| {
+    pub fn untag_resource(
+        &self,
+        ctx: &RequestContext,
+        request: UntagResourceRequest,
+    ) -> Result<(), KmsError> {
+        self.update_authorized(ctx, &request.key_id, "kms:UntagResource", &mut |record| {
             self.require_not_pending_deletion(record)?;
             for key in &request.tag_keys {
                 record.tags.remove(key);
@@ -35,6 +43,7 @@ impl Kms {
 
     pub fn list_resource_tags(
         &self,
+        ctx: &RequestContext,
         request: PageRequest,
     ) -> Result<ListResourceTagsResponse, KmsError> {
         let limit = page_limit(request.limit, 50, 50)?;
@@ -42,7 +51,9 @@ impl Kms {
             .key_id
             .as_deref()
             .ok_or_else(|| KmsError::validation("keyId", "null", "Member must not be null"))?;
-        let record = self.resolve(key_ref, Aliases::Refused)?;
+        let action = "kms:ListResourceTags";
+        let record =
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
         let mut tags: Vec<Tag> = record
             .tags
             .into_iter()

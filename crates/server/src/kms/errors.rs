@@ -67,7 +67,9 @@ impl WireError {
 impl From<KmsError> for WireError {
     fn from(error: KmsError) -> Self {
         let type_name = match &error {
+            KmsError::AccessDenied(_) => "AccessDeniedException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::Disabled(_) => "DisabledException",
             KmsError::IncorrectKey(_) => "IncorrectKeyException",
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",

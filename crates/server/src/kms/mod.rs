@@ -3,7 +3,7 @@
 
 pub mod errors;
 
-use atrest_kms::{Kms, KmsError};
+use atrest_kms::{Kms, KmsError, RequestContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,19 +30,25 @@ pub fn is_mutating(operation: &str) -> bool {
             | "RotateKeyOnDemand"
             | "TagResource"
             | "UntagResource"
+            | "PutKeyPolicy"
     )
 }
 
 /// Decodes the request for `operation`, runs it, and encodes the response body.
-pub fn dispatch(kms: &Kms, operation: &str, body: &[u8]) -> Result<Vec<u8>, WireError> {
+pub fn dispatch(
+    kms: &Kms,
+    ctx: &RequestContext,
+    operation: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, WireError> {
     macro_rules! respond {
         ($method:ident) => {
-            json(&kms.$method(decode(body)?)?)
+            json(&kms.$method(ctx, decode(body)?)?)
         };
     }
     macro_rules! no_content {
         ($method:ident) => {{
-            kms.$method(decode(body)?)?;
+            kms.$method(ctx, decode(body)?)?;
             Ok(Vec::new())
         }};
     }
@@ -80,6 +86,9 @@ pub fn dispatch(kms: &Kms, operation: &str, body: &[u8]) -> Result<Vec<u8>, Wire
         "TagResource" => no_content!(tag_resource),
         "UntagResource" => no_content!(untag_resource),
         "ListResourceTags" => respond!(list_resource_tags),
+        "GetKeyPolicy" => respond!(get_key_policy),
+        "PutKeyPolicy" => no_content!(put_key_policy),
+        "ListKeyPolicies" => respond!(list_key_policies),
         other => Err(WireError::unsupported_operation(other)),
     }
 }

@@ -1,0 +1,284 @@
+//! Authorization: whether the caller may perform an action, decided as AWS KMS decides it
+//! (KMS Developer Guide, "Key policies" and "Determining access to a KMS key"): the key policy
+//! is the root of access; where it allows the account, the caller's IAM policies decide; an
+//! explicit Deny anywhere wins. Actions on no key (CreateKey, ListKeys, ...) are IAM-only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use atrest_policy::{
+    Context, Decision, Policy, Principal, RequestFacts, decide, decide_identity_only,
+};
+
+use crate::model::KeyRecord;
+use crate::principals::Caller;
+use crate::{Kms, KmsError};
+
+/// Parsed policies kept in memory, by their text.
+const POLICY_CACHE_CAPACITY: usize = 10_000;
+
+/// Who sent a request and how: the facts global condition keys are made of.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub caller: Caller,
+    pub source_ip: Option<String>,
+    pub secure_transport: bool,
+}
+
+/// Parsed key and identity policies by document text, so evaluation does no JSON parsing.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCache {
+    parsed: RwLock<HashMap<(bool, String), Arc<Policy>>>,
+}
+
+impl Kms {
+    /// Authorizes `action` on `record`. `facts` holds the operation's own condition keys.
+    pub(crate) fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        record: &KeyRecord,
+        mut facts: Context,
+    ) -> Result<(), KmsError> {
+        self.add_global_facts(ctx, &mut facts);
+        facts.set("kms:KeySpec", record.key_spec.name());
+        facts.set("kms:KeyUsage", record.key_usage.name());
+        facts.set("kms:KeyOrigin", "AWS_KMS");
+        let key_policy = self.key_policy(record)?;
+        if key_policy.mentions("kms:ResourceAliases") {
+            let aliases = self.store.aliases()?;
+            let names = aliases
+                .into_iter()
+                .filter(|(_, alias)| alias.target_key_id == record.key_id)
+                .map(|(name, _)| name);
+            facts.set_many("kms:ResourceAliases", names);
+        }
+        let identity = self.identity_policies(&ctx.caller)?;
+        let principal = principal(&ctx.caller);
+        let resource = self.key_arn(&record.key_id);
+        let request = RequestFacts {
+            principal: &principal,
+            action,
+            resource: &resource,
+            context: &facts,
+        };
+        match decide(&key_policy, &identity, &request) {
+            Decision::Allow => Ok(()),
+            Decision::ExplicitDeny => Err(access_denied(
+                &ctx.caller,
+                action,
+                &resource,
+                "with an explicit deny in a resource-based policy",
+            )),
+            Decision::ImplicitDeny => Err(access_denied(
+                &ctx.caller,
+                action,
+                &resource,
+                "because no resource-based policy allows the action",
+            )),
+        }
+    }
+
+    /// Authorizes an action that names no key (IAM policies only; the root always may).
+    pub(crate) fn authorize_account(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+    ) -> Result<(), KmsError> {
+        let mut facts = Context::new();
+        self.add_global_facts(ctx, &mut facts);
+        let identity = self.identity_policies(&ctx.caller)?;
+        let principal = principal(&ctx.caller);
+        let request = RequestFacts {
+            principal: &principal,
+            action,
+            resource: "*",
+            context: &facts,
+        };
+        match decide_identity_only(&identity, &request) {
+            Decision::Allow => Ok(()),
+            Decision::ExplicitDeny => Err(access_denied(
+                &ctx.caller,
+                action,
+                "*",
+                "with an explicit deny in an identity-based policy",
+            )),
+            Decision::ImplicitDeny => Err(access_denied(
+                &ctx.caller,
+                action,
+                "*",
+                "because no identity-based policy allows the action",
+            )),
+        }
+    }
+
+    /// The lockout safety check: would `policy_text` still let this caller change the policy?
+    pub(crate) fn check_lockout(
+        &self,
+        ctx: &RequestContext,
+        record: &KeyRecord,
+        policy: &Policy,
+    ) -> Result<(), KmsError> {
+        let mut facts = Context::new();
+        self.add_global_facts(ctx, &mut facts);
+        let identity = self.identity_policies(&ctx.caller)?;
+        let principal = principal(&ctx.caller);
+        let resource = self.key_arn(&record.key_id);
+        let request = RequestFacts {
+            principal: &principal,
+            action: "kms:PutKeyPolicy",
+            resource: &resource,
+            context: &facts,
+        };
+        if decide(policy, &identity, &request) == Decision::Allow {
+            Ok(())
+        } else {
+            Err(KmsError::MalformedPolicyDocument(
+                "The new key policy will not allow you to update the key policy in the future."
+                    .into(),
+            ))
+        }
+    }
+
+    /// The key's policy document: as stored, or AWS's default for keys created without one.
+    pub(crate) fn key_policy_text(&self, record: &KeyRecord) -> String {
+        record
+            .policy
+            .clone()
+            .unwrap_or_else(|| default_key_policy(&self.account))
+    }
+
+    pub(crate) fn key_policy(&self, record: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
+        match &record.policy {
+            Some(text) => self.parsed_policy(text, true),
+            None => self.parsed_policy(&default_key_policy(&self.account), true),
+        }
+    }
+
+    /// Parses (or fetches from the cache) a resource or identity policy.
+    pub(crate) fn parsed_policy(
+        &self,
+        text: &str,
+        resource_policy: bool,
+    ) -> Result<Arc<Policy>, KmsError> {
+        let cache_key = (resource_policy, text.to_owned());
+        if let Some(policy) = self
+            .policies
+            .parsed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(Arc::clone(policy));
+        }
+        let parsed = if resource_policy {
+            Policy::parse_resource_policy(text)
+        } else {
+            Policy::parse_identity_policy(text)
+        };
+        let policy =
+            Arc::new(parsed.map_err(|error| KmsError::MalformedPolicyDocument(error.to_string()))?);
+        let mut cache = self
+            .policies
+            .parsed
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= POLICY_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(cache_key, Arc::clone(&policy));
+        Ok(policy)
+    }
+
+    fn identity_policies(&self, caller: &Caller) -> Result<Vec<Arc<Policy>>, KmsError> {
+        let Some(name) = caller.user_name() else {
+            return Ok(Vec::new());
+        };
+        let Some(user) = self.store.user(name)? else {
+            return Ok(Vec::new());
+        };
+        user.policies
+            .values()
+            .map(|text| self.parsed_policy(text, false))
+            .collect()
+    }
+
+    fn add_global_facts(&self, ctx: &RequestContext, facts: &mut Context) {
+        let caller = &ctx.caller;
+        facts.set("aws:PrincipalArn", caller.arn.clone());
+        facts.set("aws:PrincipalAccount", caller.account.clone());
+        facts.set("kms:CallerAccount", caller.account.clone());
+        match caller.user_name() {
+            Some(name) => {
+                facts.set("aws:PrincipalType", "User");
+                facts.set("aws:username", name);
+            }
+            None => {
+                facts.set("aws:PrincipalType", "Account");
+            }
+        }
+        if let Some(ip) = &ctx.source_ip {
+            facts.set("aws:SourceIp", ip.clone());
+        }
+        facts.set(
+            "aws:SecureTransport",
+            if ctx.secure_transport {
+                "true"
+            } else {
+                "false"
+            },
+        );
+        let now = self.clock.now();
+        facts.set("aws:CurrentTime", iso8601(now));
+        facts.set("aws:EpochTime", now.to_string());
+    }
+}
+
+/// Condition keys describing an encryption context (KMS Developer Guide, "Condition keys").
+pub(crate) fn encryption_context_facts(context: &crate::api::EncryptionContext) -> Context {
+    let mut facts = Context::new();
+    for (key, value) in context {
+        facts.set(&format!("kms:EncryptionContext:{key}"), value.clone());
+    }
+    if !context.is_empty() {
+        facts.set_many("kms:EncryptionContextKeys", context.keys().cloned());
+    }
+    facts
+}
+
+/// AWS's default key policy: the account (its root, and through it IAM) may do everything.
+pub(crate) fn default_key_policy(account: &str) -> String {
+    format!(
+        "{{\n  \"Version\" : \"2012-10-17\",\n  \"Id\" : \"key-default-1\",\n  \"Statement\" : [ {{\n    \
+         \"Sid\" : \"Enable IAM User Permissions\",\n    \"Effect\" : \"Allow\",\n    \"Principal\" : {{\n      \
+         \"AWS\" : \"arn:aws:iam::{account}:root\"\n    }},\n    \"Action\" : \"kms:*\",\n    \"Resource\" : \"*\"\n  }} ]\n}}"
+    )
+}
+
+fn principal(caller: &Caller) -> Principal {
+    Principal {
+        arn: caller.arn.clone(),
+        account: caller.account.clone(),
+    }
+}
+
+/// AWS's message: "User: ARN is not authorized to perform: ACTION on resource: ARN because ...".
+fn access_denied(caller: &Caller, action: &str, resource: &str, reason: &str) -> KmsError {
+    KmsError::AccessDenied(format!(
+        "User: {} is not authorized to perform: {action} on resource: {resource} {reason}",
+        caller.arn
+    ))
+}
+
+fn iso8601(unix_seconds: i64) -> String {
+    let basic = atrest_sigv4::format_amz_date(unix_seconds);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &basic[0..4],
+        &basic[4..6],
+        &basic[6..8],
+        &basic[9..11],
+        &basic[11..13],
+        &basic[13..15]
+    )
+}
