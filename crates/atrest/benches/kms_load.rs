@@ -31,20 +31,29 @@ fn main() {
     let seconds: u64 = env_or("ATREST_BENCH_SECONDS", 5);
     let connections: usize = env_or("ATREST_BENCH_CONNECTIONS", 16);
     let data_dir = std::env::temp_dir().join(format!("atrest-bench-{}", std::process::id()));
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut server = start_server(&data_dir, port);
+    // ATREST_BENCH_PORT drives a server started elsewhere (say under a profiler), whose root
+    // credentials must be this bench's ACCESS_KEY/SECRET.
+    let external: Option<u16> = std::env::var("ATREST_BENCH_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let port = external.unwrap_or_else(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    });
+    let mut server = external.is_none().then(|| start_server(&data_dir, port));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let result = runtime.block_on(run(port, seconds, connections));
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&data_dir);
+    if let Some(server) = server.as_mut() {
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     if let Err(error) = result {
         eprintln!("benchmark failed: {error}");
         std::process::exit(1);
@@ -82,6 +91,10 @@ async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> 
         "scenario", "req/s", "p50 ms", "p99 ms", "errors"
     );
     let mut rates = Vec::new();
+    let only = std::env::var("ATREST_BENCH_ONLY").ok();
+    let scenarios = scenarios
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|only| name.starts_with(only)));
     for (name, request) in scenarios {
         let stats = load(port, request, connections, Duration::from_secs(seconds)).await;
         println!(
@@ -93,8 +106,8 @@ async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> 
         );
         rates.push((name, stats.rate));
     }
-    let health = rates[0].1.max(1.0);
-    for (name, rate) in &rates[1..] {
+    let health = rates.first().map_or(1.0, |(_, rate)| rate.max(1.0));
+    for (name, rate) in rates.iter().skip(1) {
         println!(
             "ratio {name} / health = {:.2} (target for Encrypt: >= 0.50)",
             rate / health
@@ -217,13 +230,19 @@ fn signed_request(operation: &str, body: &str) -> Vec<u8> {
         ("x-amz-date".to_owned(), amz_date.clone()),
         ("x-amz-target".to_owned(), target.clone()),
     ];
+    let signed_headers = headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     let auth = Authorization {
-        access_key_id: ACCESS_KEY.to_owned(),
-        date: amz_date[..8].to_owned(),
-        region: "us-east-1".to_owned(),
-        service: "kms".to_owned(),
-        signed_headers: headers.iter().map(|(name, _)| name.clone()).collect(),
-        signature: Vec::new(),
+        access_key_id: ACCESS_KEY,
+        date: &amz_date[..8],
+        region: "us-east-1",
+        service: "kms",
+        signed_headers: &signed_headers,
+        signature: [0; 32],
+        malformed_signature: false,
     };
     let payload_hash = sha256_hex(body.as_bytes());
     let parts = RequestParts {
@@ -240,7 +259,7 @@ fn signed_request(operation: &str, body: &str) -> Vec<u8> {
          X-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{}/us-east-1/kms/aws4_request, \
          SignedHeaders={}, Signature={signature}\r\nContent-Length: {}\r\n\r\n{body}",
         &amz_date[..8],
-        auth.signed_headers.join(";"),
+        auth.signed_headers,
         body.len()
     )
     .into_bytes()

@@ -17,6 +17,9 @@ use crate::{Kms, KmsError};
 /// Parsed policies kept in memory, by their text.
 const POLICY_CACHE_CAPACITY: usize = 10_000;
 
+/// The condition keys an operation contributes, built only if some policy has conditions.
+pub(crate) type Facts<'a> = &'a dyn Fn() -> Context;
+
 /// Who sent a request and how: the facts global condition keys are made of.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -26,9 +29,24 @@ pub struct RequestContext {
 }
 
 /// Parsed key and identity policies by document text, so evaluation does no JSON parsing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PolicyCache {
-    parsed: RwLock<HashMap<(bool, String), Arc<Policy>>>,
+    default_key_policy: Arc<Policy>,
+    resource: RwLock<HashMap<String, Arc<Policy>>>,
+    identity: RwLock<HashMap<String, Arc<Policy>>>,
+}
+
+impl PolicyCache {
+    pub(crate) fn new(account: &str) -> Self {
+        #[allow(clippy::expect_used)] // a fixed document, covered by the unit tests.
+        let default_key_policy = Policy::parse_resource_policy(&default_key_policy(account))
+            .expect("the default key policy parses");
+        Self {
+            default_key_policy: Arc::new(default_key_policy),
+            resource: RwLock::default(),
+            identity: RwLock::default(),
+        }
+    }
 }
 
 impl Kms {
@@ -38,13 +56,23 @@ impl Kms {
         ctx: &RequestContext,
         action: &str,
         record: &KeyRecord,
-        mut facts: Context,
+        request_alias: Option<&str>,
+        facts_of: Facts<'_>,
     ) -> Result<(), KmsError> {
-        self.add_global_facts(ctx, &mut facts);
-        facts.set("kms:KeySpec", record.key_spec.name());
-        facts.set("kms:KeyUsage", record.key_usage.name());
-        facts.set("kms:KeyOrigin", "AWS_KMS");
         let key_policy = self.key_policy(record)?;
+        let identity = self.identity_policies(&ctx.caller)?;
+        // Most keys keep the default policy, which has no conditions: then no context is built.
+        let mut facts = Context::new();
+        if key_policy.has_conditions() || identity.iter().any(|policy| policy.has_conditions()) {
+            facts = facts_of();
+            if let Some(alias) = request_alias {
+                facts.set("kms:RequestAlias", alias);
+            }
+            self.add_global_facts(ctx, &mut facts);
+            facts.set("kms:KeySpec", record.key_spec.name());
+            facts.set("kms:KeyUsage", record.key_usage.name());
+            facts.set("kms:KeyOrigin", "AWS_KMS");
+        }
         if key_policy.mentions("kms:ResourceAliases") {
             let aliases = self.store.aliases()?;
             let names = aliases
@@ -53,7 +81,6 @@ impl Kms {
                 .map(|(name, _)| name);
             facts.set_many("kms:ResourceAliases", names);
         }
-        let identity = self.identity_policies(&ctx.caller)?;
         let principal = principal(&ctx.caller);
         let resource = self.key_arn(&record.key_id);
         let request = RequestFacts {
@@ -151,7 +178,7 @@ impl Kms {
     pub(crate) fn key_policy(&self, record: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
         match &record.policy {
             Some(text) => self.parsed_policy(text, true),
-            None => self.parsed_policy(&default_key_policy(&self.account), true),
+            None => Ok(Arc::clone(&self.policies.default_key_policy)),
         }
     }
 
@@ -161,14 +188,12 @@ impl Kms {
         text: &str,
         resource_policy: bool,
     ) -> Result<Arc<Policy>, KmsError> {
-        let cache_key = (resource_policy, text.to_owned());
-        if let Some(policy) = self
-            .policies
-            .parsed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&cache_key)
-        {
+        let cache = if resource_policy {
+            &self.policies.resource
+        } else {
+            &self.policies.identity
+        };
+        if let Some(policy) = cache.read().unwrap_or_else(|e| e.into_inner()).get(text) {
             return Ok(Arc::clone(policy));
         }
         let parsed = if resource_policy {
@@ -178,15 +203,11 @@ impl Kms {
         };
         let policy =
             Arc::new(parsed.map_err(|error| KmsError::MalformedPolicyDocument(error.to_string()))?);
-        let mut cache = self
-            .policies
-            .parsed
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= POLICY_CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(cache_key, Arc::clone(&policy));
+        cache.insert(text.to_owned(), Arc::clone(&policy));
         Ok(policy)
     }
 

@@ -6,7 +6,7 @@
 //! invalidation from the store instead, and must not be wrapped by this cache.
 
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::KmsError;
 use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
@@ -17,7 +17,7 @@ const CAPACITY: usize = 100_000;
 
 pub struct CachingStore<S> {
     inner: S,
-    keys: RwLock<HashMap<String, KeyRecord>>,
+    keys: RwLock<HashMap<String, Arc<KeyRecord>>>,
     aliases: RwLock<HashMap<String, AliasRecord>>,
 }
 
@@ -32,20 +32,20 @@ impl<S: MetadataStore> CachingStore<S> {
 }
 
 impl<S: MetadataStore> MetadataStore for CachingStore<S> {
-    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
+    fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
         if let Some(record) = read(&self.keys).get(key_id) {
-            return Ok(Some(record.clone()));
+            return Ok(Some(Arc::clone(record)));
         }
         let record = self.inner.key(key_id)?;
         if let Some(record) = &record {
-            remember(&self.keys, key_id, record.clone());
+            remember(&self.keys, key_id, Arc::clone(record));
         }
         Ok(record)
     }
 
     fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError> {
         self.inner.insert_key(record)?;
-        remember(&self.keys, &record.key_id, record.clone());
+        remember(&self.keys, &record.key_id, Arc::new(record.clone()));
         Ok(())
     }
 
@@ -53,7 +53,7 @@ impl<S: MetadataStore> MetadataStore for CachingStore<S> {
         // On failure the store is unchanged, but drop the entry anyway rather than reason about it.
         let result = self.inner.update_key(key_id, update);
         match &result {
-            Ok(record) => remember(&self.keys, key_id, record.clone()),
+            Ok(record) => remember(&self.keys, key_id, Arc::new(record.clone())),
             Err(_) => {
                 write(&self.keys).remove(key_id);
             }

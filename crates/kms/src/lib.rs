@@ -51,7 +51,7 @@ impl Kms {
             region: region.to_owned(),
             account: account.to_owned(),
             clock,
-            policies: authz::PolicyCache::default(),
+            policies: authz::PolicyCache::new(account),
         }
     }
 

@@ -1,8 +1,11 @@
 //! Turning a `KeyId` parameter (key id, key ARN, alias name or alias ARN) into a key record,
 //! and the ARNs atrest hands out.
 
+use std::sync::Arc;
+
 use atrest_policy::Context;
 
+use crate::authz::Facts;
 use crate::model::{KeyRecord, KeyState};
 use crate::store::KeyUpdate;
 use crate::{Kms, KmsError, RequestContext};
@@ -31,16 +34,13 @@ impl Kms {
         key_ref: &str,
         aliases: Aliases,
         action: &str,
-        mut facts: Context,
-    ) -> Result<KeyRecord, KmsError> {
+        facts: Facts<'_>,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
         let (key_id, alias) = self.resolve_id_and_alias(key_ref, aliases)?;
         let record = self.store.key(&key_id)?.ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
         })?;
-        if let Some(alias) = alias {
-            facts.set("kms:RequestAlias", alias);
-        }
-        self.authorize(ctx, action, &record, facts)?;
+        self.authorize(ctx, action, &record, alias.as_deref(), facts)?;
         Ok(record)
     }
 
@@ -53,7 +53,7 @@ impl Kms {
         update: KeyUpdate<'_>,
     ) -> Result<KeyRecord, KmsError> {
         let record =
-            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, &Context::new)?;
         self.store.update_key(&record.key_id, update)
     }
 

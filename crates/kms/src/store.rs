@@ -3,6 +3,7 @@
 //! each commit is fsynced before it returns, so an acknowledged change survives `kill -9`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -15,7 +16,8 @@ use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
 pub type KeyUpdate<'a> = &'a mut dyn FnMut(&mut KeyRecord) -> Result<(), KmsError>;
 
 pub trait MetadataStore: Send + Sync {
-    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError>;
+    /// Shared, so a cache can hand out records without copying them.
+    fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError>;
     fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError>;
     /// Applies `update` to the stored record atomically and returns the record as stored.
     fn update_key(&self, key_id: &str, update: KeyUpdate<'_>) -> Result<KeyRecord, KmsError>;
@@ -152,8 +154,8 @@ impl RedbStore {
 }
 
 impl MetadataStore for RedbStore {
-    fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
-        self.get(KEYS, key_id)
+    fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, KmsError> {
+        Ok(self.get(KEYS, key_id)?.map(Arc::new))
     }
 
     fn insert_key(&self, record: &KeyRecord) -> Result<(), KmsError> {

@@ -142,6 +142,11 @@ impl Policy {
         })
     }
 
+    /// Whether any statement has a Condition: if none does, no request context is needed.
+    pub fn has_conditions(&self) -> bool {
+        !self.condition_keys.is_empty()
+    }
+
     /// Whether any condition uses `key` (compared case-insensitively, as IAM does).
     pub fn mentions(&self, key: &str) -> bool {
         self.condition_keys.contains(&key.to_ascii_lowercase())

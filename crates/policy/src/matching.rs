@@ -2,15 +2,26 @@
 //! exactly one. Actions compare case-insensitively; resources and strings case-sensitively.
 
 pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
+    matches(pattern.as_bytes(), text.as_bytes(), |a, b| a == b)
+}
+
+pub(crate) fn action(pattern: &str, action: &str) -> bool {
+    matches(pattern.as_bytes(), action.as_bytes(), |a, b| {
+        a.eq_ignore_ascii_case(&b)
+    })
+}
+
+/// Greedy matching with backtracking to the last `*`; linear in practice, no allocation.
+/// Works on bytes: a `?` in a pattern matches one byte, which is one character for the ASCII
+/// names and ARNs policies match against.
+fn matches(pattern: &[u8], text: &[u8], equal: impl Fn(u8, u8) -> bool) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len() && (pattern[p] == b'?' || equal(pattern[p], text[t])) {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        } else if p < pattern.len() && pattern[p] == b'*' {
             star = Some((p, t));
             p += 1;
         } else if let Some((star_p, star_t)) = star {
@@ -21,11 +32,7 @@ pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|c| *c == '*')
-}
-
-pub(crate) fn action(pattern: &str, action: &str) -> bool {
-    wildcard(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+    pattern[p..].iter().all(|c| *c == b'*')
 }
 
 #[cfg(test)]

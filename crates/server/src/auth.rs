@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use atrest_kms::{Caller, Kms};
 use atrest_sigv4::{
-    self as sigv4, Authorization, Expectations, RequestParts, SigV4Error, SigningKey, UriEncoding,
+    self as sigv4, Authorization, Expectations, HeaderSource, RequestParts, SigV4Error, SigningKey,
+    UriEncoding,
 };
 use hyper::http::request::Parts;
 
@@ -38,24 +39,29 @@ const CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug)]
 struct CachedCredential {
-    scope: (String, String, String),
+    /// Date, region and service of the scope the key was derived for.
+    scope: [String; 3],
     key: Arc<SigningKey>,
     caller: Caller,
     loaded: Instant,
 }
 
 impl CredentialCache {
-    fn lookup(&self, authorization: &Authorization) -> Option<(Arc<SigningKey>, Caller)> {
+    fn lookup(&self, authorization: &Authorization<'_>) -> Option<(Arc<SigningKey>, Caller)> {
         let entries = self
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = entries.get(&authorization.access_key_id)?;
-        let fresh = entry.loaded.elapsed() < CACHE_TTL && entry.scope == scope_of(authorization);
+        let entry = entries.get(authorization.access_key_id)?;
+        let [date, region, service] = &entry.scope;
+        let same_scope = date == authorization.date
+            && region == authorization.region
+            && service == authorization.service;
+        let fresh = entry.loaded.elapsed() < CACHE_TTL && same_scope;
         fresh.then(|| (Arc::clone(&entry.key), entry.caller.clone()))
     }
 
-    fn store(&self, authorization: &Authorization, key: Arc<SigningKey>, caller: Caller) {
+    fn store(&self, authorization: &Authorization<'_>, key: Arc<SigningKey>, caller: Caller) {
         let mut entries = self
             .entries
             .lock()
@@ -63,13 +69,30 @@ impl CredentialCache {
         if entries.len() >= CACHE_CAPACITY {
             entries.clear();
         }
+        let scope = [
+            authorization.date,
+            authorization.region,
+            authorization.service,
+        ]
+        .map(str::to_owned);
         let entry = CachedCredential {
-            scope: scope_of(authorization),
+            scope,
             key,
             caller,
             loaded: Instant::now(),
         };
-        entries.insert(authorization.access_key_id.clone(), entry);
+        entries.insert(authorization.access_key_id.to_owned(), entry);
+    }
+}
+
+/// hyper's header map, read in place by the SigV4 canonicaliser.
+struct HttpHeaders<'a>(&'a hyper::HeaderMap);
+
+impl HeaderSource for HttpHeaders<'_> {
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&str)) {
+        for value in self.0.get_all(name) {
+            each(&String::from_utf8_lossy(value.as_bytes()));
+        }
     }
 }
 
@@ -89,16 +112,11 @@ pub fn authenticate(
         .to_str()
         .map_err(|_| AuthError::Incomplete("Authorization header is not ASCII".into()))?;
     let authorization = sigv4::parse_authorization(header).map_err(map_sigv4)?;
-    let amz_date = parts
-        .headers
-        .get("x-amz-date")
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| {
-            AuthError::Incomplete(
-                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-                    .into(),
-            )
-        })?;
+    let amz_date = parts.headers.get("x-amz-date").and_then(|value| value.to_str().ok()).ok_or_else(|| {
+        AuthError::Incomplete(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
+        )
+    })?;
     let expect = Expectations {
         region: kms.region(),
         service,
@@ -109,49 +127,30 @@ pub fn authenticate(
         Some(cached) => cached,
         None => {
             let (caller, secret) = kms
-                .credentials(&authorization.access_key_id)
+                .credentials(authorization.access_key_id)
                 .map_err(|error| AuthError::Internal(error.to_string()))?
                 .ok_or(AuthError::UnknownAccessKey)?;
-            let (date, region, service) = scope_of(&authorization);
             let key = Arc::new(SigningKey::derive(
                 secret.expose(),
-                &date,
-                &region,
-                &service,
+                authorization.date,
+                authorization.region,
+                authorization.service,
             ));
             cache.store(&authorization, Arc::clone(&key), caller.clone());
             (key, caller)
         }
     };
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
     let payload_hash = sigv4::sha256_hex(body);
     let request = RequestParts {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
         raw_query: parts.uri.query().unwrap_or(""),
-        headers: &headers,
+        headers: &HttpHeaders(&parts.headers),
         payload_hash: &payload_hash,
         uri_encoding: UriEncoding::Double,
     };
     sigv4::verify_with(&request, &authorization, amz_date, &key).map_err(map_sigv4)?;
     Ok(caller)
-}
-
-fn scope_of(authorization: &Authorization) -> (String, String, String) {
-    (
-        authorization.date.clone(),
-        authorization.region.clone(),
-        authorization.service.clone(),
-    )
 }
 
 fn map_sigv4(error: SigV4Error) -> AuthError {

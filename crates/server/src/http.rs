@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use atrest_kms::RequestContext;
 use bytes::Bytes;
@@ -150,19 +152,24 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
+/// A UUID-shaped request id: a random 64-bit prefix chosen once per process, then a counter.
+/// Ids only need to be unique (they name log and audit records), not unpredictable, so a
+/// request costs no trip to the CSPRNG for one.
 fn request_id() -> String {
-    let bytes = atrest_crypto::random::bytes(16);
-    let hex = hex_string(&bytes);
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        atrest_crypto::random::fill(&mut bytes);
+        u64::from_be_bytes(bytes)
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        prefix >> 32,
+        (prefix >> 16) & 0xffff,
+        prefix & 0xffff,
+        (count >> 48) & 0xffff,
+        count & 0xffff_ffff_ffff
     )
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -1,6 +1,8 @@
 //! The SigV4 canonical request:
 //! `method \n canonical URI \n canonical query \n canonical headers \n signed headers \n payload hash`.
 
+use std::borrow::Cow;
+
 use crate::RequestParts;
 
 /// How the path is canonicalised. S3 signs the path as sent; every other AWS service signs it
@@ -11,40 +13,53 @@ pub enum UriEncoding {
     Double,
 }
 
-pub(crate) fn canonical_request(request: &RequestParts<'_>, signed_headers: &[String]) -> String {
+pub(crate) fn canonical_request(request: &RequestParts<'_>, signed_headers: &str) -> String {
     let uri = match request.uri_encoding {
-        UriEncoding::Single => request.raw_path.to_owned(),
+        UriEncoding::Single => Cow::Borrowed(request.raw_path),
         UriEncoding::Double => encode(request.raw_path, false),
     };
-    let uri = if uri.is_empty() { "/".to_owned() } else { uri };
-    let mut out = String::with_capacity(256);
+    let uri = if uri.is_empty() {
+        Cow::Borrowed("/")
+    } else {
+        uri
+    };
+    let mut out = String::with_capacity(256 + request.raw_query.len());
     out.push_str(request.method);
     out.push('\n');
     out.push_str(&uri);
     out.push('\n');
-    out.push_str(&canonical_query(request.raw_query));
+    if !request.raw_query.is_empty() {
+        out.push_str(&canonical_query(request.raw_query));
+    }
     out.push('\n');
-    for name in signed_headers {
+    for name in signed_headers.split(';') {
         out.push_str(name);
         out.push(':');
-        out.push_str(&header_value(request.headers, name));
+        let mut first = true;
+        request.headers.for_each_value(name, &mut |value| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_collapsed(&mut out, value);
+        });
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(&signed_headers.join(";"));
+    out.push_str(signed_headers);
     out.push('\n');
     out.push_str(request.payload_hash);
     out
 }
 
-/// Every value of `name`, trimmed, inner whitespace runs collapsed, joined with commas.
-fn header_value(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .filter(|(header, _)| header == name)
-        .map(|(_, value)| value.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join(",")
+/// A header value trimmed, with inner runs of whitespace collapsed to one space.
+fn push_collapsed(out: &mut String, value: &str) {
+    for (index, word) in value.split_whitespace().enumerate() {
+        if index > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
 }
 
 /// Pairs decoded, re-encoded with AWS's rules, sorted by name then value; the presigned-URL
@@ -55,7 +70,10 @@ fn canonical_query(raw: &str) -> String {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (encode(&decode(name), true), encode(&decode(value), true))
+            (
+                encode(&decode(name), true).into_owned(),
+                encode(&decode(value), true).into_owned(),
+            )
         })
         .filter(|(name, _)| name != "X-Amz-Signature")
         .collect();
@@ -68,20 +86,25 @@ fn canonical_query(raw: &str) -> String {
 }
 
 /// RFC 3986 encoding as AWS specifies it: everything but `A-Za-z0-9-_.~` is `%XX` (upper-case
-/// hex); `/` is kept in paths.
-pub(crate) fn encode(text: &str, encode_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        let keep = byte.is_ascii_alphanumeric()
+/// hex); `/` is kept in paths. Borrows when nothing needs encoding, as for `/`.
+pub(crate) fn encode(text: &str, encode_slash: bool) -> Cow<'_, str> {
+    let keep = |byte: u8| {
+        byte.is_ascii_alphanumeric()
             || matches!(byte, b'-' | b'_' | b'.' | b'~')
-            || (byte == b'/' && !encode_slash);
-        if keep {
+            || (byte == b'/' && !encode_slash)
+    };
+    if text.bytes().all(keep) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if keep(byte) {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Percent-decoding (`+` stays `+`, as AWS treats it); invalid escapes are kept literally.
@@ -113,8 +136,12 @@ mod tests {
     fn encoding_follows_aws_rules() {
         assert_eq!(encode("a b/c~d", false), "a%20b/c~d");
         assert_eq!(encode("a b/c", true), "a%20b%2Fc");
+        assert!(matches!(encode("/", false), Cow::Borrowed("/")));
         assert_eq!(decode("a%20b%2"), "a b%2");
         assert_eq!(canonical_query("b=2&a=1&a=0"), "a=0&a=1&b=2");
         assert_eq!(canonical_query("X-Amz-Signature=abc&x=%2a"), "x=%2A");
+        let mut collapsed = String::new();
+        push_collapsed(&mut collapsed, "  a   b\tc ");
+        assert_eq!(collapsed, "a b c");
     }
 }

@@ -47,31 +47,65 @@ pub enum SigV4Error {
     Mismatch,
 }
 
-/// The parsed `Authorization` header.
+/// The parsed `Authorization` header, borrowing from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    pub access_key_id: String,
-    pub date: String,
-    pub region: String,
-    pub service: String,
-    pub signed_headers: Vec<String>,
-    pub signature: Vec<u8>,
+pub struct Authorization<'a> {
+    pub access_key_id: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+    /// The `SignedHeaders` list as sent: lower-case names joined by `;`.
+    pub signed_headers: &'a str,
+    pub signature: [u8; 32],
+    /// The `Signature` was not 64 hex digits. It fails [`verify`], but only after the scope and
+    /// clock checks, so clients learn about an expired request first, as AWS reports it.
+    pub malformed_signature: bool,
+}
+
+impl Authorization<'_> {
+    pub fn signed_header_names(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(';')
+    }
+}
+
+/// Read access to a request's headers without copying them.
+pub trait HeaderSource {
+    /// Calls `each` with every value of the header `name` (lower case), in arrival order.
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&str));
+}
+
+/// Headers as `(lower-case name, value)` pairs; repeated headers appear repeatedly.
+impl HeaderSource for Vec<(String, String)> {
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&str)) {
+        for (header, value) in self {
+            if header == name {
+                each(value);
+            }
+        }
+    }
 }
 
 /// The parts of a request that SigV4 covers.
-#[derive(Debug)]
 pub struct RequestParts<'a> {
     pub method: &'a str,
     /// The path exactly as it arrived, still percent-encoded.
     pub raw_path: &'a str,
     /// The query string exactly as it arrived, without the `?`.
     pub raw_query: &'a str,
-    /// Header names in lower case; repeated headers appear repeatedly.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a dyn HeaderSource,
     /// Lower-case hex SHA-256 of the body, or the literal the client signed (S3's
     /// `UNSIGNED-PAYLOAD`, `STREAMING-...`).
     pub payload_hash: &'a str,
     pub uri_encoding: UriEncoding,
+}
+
+impl std::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field("raw_path", &self.raw_path)
+            .finish()
+    }
 }
 
 /// What the server expects of the credential scope.
@@ -85,7 +119,7 @@ pub struct Expectations<'a> {
 
 /// Parses `AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/SERVICE/aws4_request,
 /// SignedHeaders=a;b, Signature=hex`.
-pub fn parse_authorization(header: &str) -> Result<Authorization, SigV4Error> {
+pub fn parse_authorization(header: &str) -> Result<Authorization<'_>, SigV4Error> {
     let rest = header.strip_prefix(ALGORITHM).ok_or_else(|| {
         SigV4Error::Incomplete(format!(
             "Unsupported authorization type; expected {ALGORITHM}"
@@ -109,32 +143,38 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, SigV4Error> {
     };
     let credential = credential.ok_or_else(|| missing("Credential"))?;
     let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
-    let signature = signature.ok_or_else(|| missing("Signature"))?;
-    let scope: Vec<&str> = credential.split('/').collect();
-    let [access_key_id, date, region, service, terminator] = scope.as_slice() else {
-        return Err(SigV4Error::Incomplete(format!(
-            "Credential is malformed: {credential}"
-        )));
+    let signature_hex = signature.ok_or_else(|| missing("Signature"))?;
+    let mut scope = credential.split('/');
+    let malformed = || SigV4Error::Incomplete(format!("Credential is malformed: {credential}"));
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+    ) else {
+        return Err(malformed());
     };
-    if *terminator != "aws4_request" || date.len() != 8 || access_key_id.is_empty() {
-        return Err(SigV4Error::Incomplete(format!(
-            "Credential is malformed: {credential}"
-        )));
+    if date.len() != 8 || access_key_id.is_empty() {
+        return Err(malformed());
     }
-    let signature = hex::decode(signature).map_err(|_| SigV4Error::Mismatch)?;
+    let mut signature = [0u8; 32];
+    let malformed_signature = hex::decode_to_slice(signature_hex, &mut signature).is_err();
     Ok(Authorization {
-        access_key_id: (*access_key_id).to_owned(),
-        date: (*date).to_owned(),
-        region: (*region).to_owned(),
-        service: (*service).to_owned(),
-        signed_headers: signed_headers.split(';').map(str::to_owned).collect(),
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers,
         signature,
+        malformed_signature,
     })
 }
 
 /// Checks scope and clock before the caller fetches a secret, so bad requests cost no HSM work.
 pub fn check_scope(
-    auth: &Authorization,
+    auth: &Authorization<'_>,
     amz_date: &str,
     expect: &Expectations<'_>,
 ) -> Result<(), SigV4Error> {
@@ -150,7 +190,7 @@ pub fn check_scope(
             auth.region
         )));
     }
-    if !auth.signed_headers.iter().any(|name| name == "host") {
+    if !auth.signed_header_names().any(|name| name == "host") {
         return Err(SigV4Error::Incomplete(
             "'Host' must be a signed header".into(),
         ));
@@ -161,7 +201,7 @@ pub fn check_scope(
         return Err(SigV4Error::WrongScope(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
             auth.date,
-            &amz_date[..8]
+            amz_date.get(..8).unwrap_or(amz_date)
         )));
     }
     if signed_at < expect.now - MAX_CLOCK_SKEW_SECONDS {
@@ -200,23 +240,26 @@ impl std::fmt::Debug for SigningKey {
 /// Recomputes the signature with `secret` and compares it in constant time.
 pub fn verify(
     request: &RequestParts<'_>,
-    auth: &Authorization,
+    auth: &Authorization<'_>,
     amz_date: &str,
     secret: &[u8],
 ) -> Result<(), SigV4Error> {
-    let key = SigningKey::derive(secret, &auth.date, &auth.region, &auth.service);
+    let key = SigningKey::derive(secret, auth.date, auth.region, auth.service);
     verify_with(request, auth, amz_date, &key)
 }
 
 /// [`verify`] with an already derived key for the request's scope.
 pub fn verify_with(
     request: &RequestParts<'_>,
-    auth: &Authorization,
+    auth: &Authorization<'_>,
     amz_date: &str,
     key: &SigningKey,
 ) -> Result<(), SigV4Error> {
+    if auth.malformed_signature {
+        return Err(SigV4Error::Mismatch);
+    }
     let expected = signature_with(request, auth, amz_date, key);
-    if expected.as_slice().ct_eq(&auth.signature).into() {
+    if expected.as_slice().ct_eq(auth.signature.as_slice()).into() {
         Ok(())
     } else {
         Err(SigV4Error::Mismatch)
@@ -226,32 +269,41 @@ pub fn verify_with(
 /// The signature a correct client computes for `request`.
 pub fn signature(
     request: &RequestParts<'_>,
-    auth: &Authorization,
+    auth: &Authorization<'_>,
     amz_date: &str,
     secret: &[u8],
 ) -> Vec<u8> {
-    let key = SigningKey::derive(secret, &auth.date, &auth.region, &auth.service);
+    let key = SigningKey::derive(secret, auth.date, auth.region, auth.service);
     signature_with(request, auth, amz_date, &key)
 }
 
 fn signature_with(
     request: &RequestParts<'_>,
-    auth: &Authorization,
+    auth: &Authorization<'_>,
     amz_date: &str,
     key: &SigningKey,
 ) -> Vec<u8> {
-    let canonical_request = canonical::canonical_request(request, &auth.signed_headers);
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
-    );
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(digest::digest(
-            &digest::SHA256,
-            canonical_request.as_bytes()
-        ))
-    );
+    let canonical_request = canonical::canonical_request(request, auth.signed_headers);
+    let mut string_to_sign = String::with_capacity(160);
+    for part in [
+        ALGORITHM,
+        "\n",
+        amz_date,
+        "\n",
+        auth.date,
+        "/",
+        auth.region,
+        "/",
+        auth.service,
+        "/aws4_request\n",
+    ] {
+        string_to_sign.push_str(part);
+    }
+    let mut digest_hex = [0u8; 64];
+    let digest = digest::digest(&digest::SHA256, canonical_request.as_bytes());
+    #[allow(clippy::expect_used)] // a 32-byte digest always fits 64 hex digits.
+    hex::encode_to_slice(digest.as_ref(), &mut digest_hex).expect("64 hex digits");
+    string_to_sign.push_str(std::str::from_utf8(&digest_hex).unwrap_or_default());
     hmac::sign(&key.0, string_to_sign.as_bytes())
         .as_ref()
         .to_vec()
@@ -342,10 +394,11 @@ mod tests {
 
     #[test]
     fn scope_and_clock_are_checked() {
-        let auth = parse_authorization(
-            "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
-        )
-        .unwrap();
+        let header = format!(
+            "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+            "0".repeat(64)
+        );
+        let auth = parse_authorization(&header).unwrap();
         let now = parse_amz_date("20150830T123600Z").unwrap();
         let expect = Expectations {
             region: "us-east-1",

@@ -5,6 +5,8 @@ use crate::model::{AliasRecord, KeyRecord};
 use crate::resolve::{Aliases, page_limit};
 use atrest_policy::Context;
 
+use std::sync::Arc;
+
 use crate::{Kms, KmsError, RequestContext};
 
 const RESERVED_PREFIX: &str = "alias/aws/";
@@ -19,7 +21,7 @@ impl Kms {
         let target = self.alias_target(ctx, request.target_key_id.as_deref(), "kms:CreateAlias")?;
         let now = self.clock.now();
         let record = AliasRecord {
-            target_key_id: target.key_id,
+            target_key_id: target.key_id.clone(),
             created: now,
             updated: now,
         };
@@ -44,7 +46,7 @@ impl Kms {
         let existing = self.existing_alias(&request.alias_name)?;
         let target = self.alias_target(ctx, request.target_key_id.as_deref(), "kms:UpdateAlias")?;
         if let Some(current) = self.store.key(&existing.target_key_id)? {
-            self.authorize(ctx, "kms:UpdateAlias", &current, Context::new())?;
+            self.authorize(ctx, "kms:UpdateAlias", &current, None, &Context::new)?;
             let same_type = current.key_spec.is_hmac() == target.key_spec.is_hmac()
                 && current.key_usage == target.key_usage;
             if !same_type {
@@ -55,7 +57,7 @@ impl Kms {
             }
         }
         let record = AliasRecord {
-            target_key_id: target.key_id,
+            target_key_id: target.key_id.clone(),
             created: existing.created,
             updated: self.clock.now(),
         };
@@ -70,7 +72,7 @@ impl Kms {
         validate_alias_name(&request.alias_name)?;
         let existing = self.existing_alias(&request.alias_name)?;
         if let Some(target) = self.store.key(&existing.target_key_id)? {
-            self.authorize(ctx, "kms:DeleteAlias", &target, Context::new())?;
+            self.authorize(ctx, "kms:DeleteAlias", &target, None, &Context::new)?;
         }
         if self.store.delete_alias(&request.alias_name)? {
             Ok(())
@@ -133,12 +135,12 @@ impl Kms {
         ctx: &RequestContext,
         target: Option<&str>,
         action: &str,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<Arc<KeyRecord>, KmsError> {
         let target = target.ok_or_else(|| {
             KmsError::validation("targetKeyId", "null", "Member must not be null")
         })?;
         let record =
-            self.resolve_authorized(ctx, target, Aliases::Refused, action, Context::new())?;
+            self.resolve_authorized(ctx, target, Aliases::Refused, action, &Context::new)?;
         self.require_not_pending_deletion(&record)?;
         Ok(record)
     }

@@ -14,6 +14,8 @@ use crate::resolve::Aliases;
 use atrest_policy::Context;
 
 use crate::authz::encryption_context_facts;
+use std::sync::Arc;
+
 use crate::{Kms, KmsError, RequestContext};
 
 const MESSAGE_MAX: usize = 4096;
@@ -30,7 +32,7 @@ impl Kms {
             &request.key_id,
             Aliases::Accepted,
             action,
-            Context::new(),
+            &Context::new,
         )?;
         self.require_enabled(&record)?;
         if !(record.key_spec.is_rsa() || record.key_spec.is_ecc()) {
@@ -157,15 +159,18 @@ impl Kms {
             ))
         })?;
         let context = request.encryption_context.unwrap_or_default();
-        let mut facts = encryption_context_facts(&context);
-        facts.set("kms:DataKeyPairSpec", spec.name());
+        let facts = || {
+            let mut facts = encryption_context_facts(&context);
+            facts.set("kms:DataKeyPairSpec", spec.name());
+            facts
+        };
         let action = if with_plaintext {
             "kms:GenerateDataKeyPair"
         } else {
             "kms:GenerateDataKeyPairWithoutPlaintext"
         };
         let record =
-            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, &facts)?;
         self.require_symmetric_encryption(&record)?;
         let (private_key, public_key) = self
             .hsm
@@ -187,7 +192,7 @@ impl Kms {
         ctx: &RequestContext,
         request: &SignRequest,
         action: &str,
-    ) -> Result<(KeyRecord, SigningAlgorithm), KmsError> {
+    ) -> Result<(Arc<KeyRecord>, SigningAlgorithm), KmsError> {
         let message_len = request.message.0.len();
         if message_len == 0 || message_len > MESSAGE_MAX {
             return Err(KmsError::validation(
@@ -197,14 +202,15 @@ impl Kms {
             ));
         }
         let algorithm = signing_algorithm(&request.signing_algorithm)?;
-        let mut facts = Context::new();
-        facts.set("kms:SigningAlgorithm", request.signing_algorithm.clone());
-        facts.set(
-            "kms:MessageType",
-            request.message_type.clone().unwrap_or_else(|| "RAW".into()),
-        );
+        let facts = || {
+            let mut facts = Context::new();
+            facts.set("kms:SigningAlgorithm", request.signing_algorithm.clone());
+            let message_type = request.message_type.clone().unwrap_or_else(|| "RAW".into());
+            facts.set("kms:MessageType", message_type);
+            facts
+        };
         let record =
-            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, &facts)?;
         self.require_enabled(&record)?;
         if record.key_usage != KeyUsage::SignVerify {
             return Err(KmsError::InvalidKeyUsage(format!(

@@ -19,6 +19,8 @@ use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes, material_label};
 use atrest_policy::Context;
 
 use crate::authz::encryption_context_facts;
+use std::sync::Arc;
+
 use crate::{Kms, KmsError, RequestContext};
 
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
@@ -44,13 +46,13 @@ impl Kms {
         }
         let context = request.encryption_context.unwrap_or_default();
         let algorithm = request.encryption_algorithm.as_deref();
-        let facts = crypto_facts(&context, algorithm);
+        let facts = || crypto_facts(&context, algorithm);
         let record = self.resolve_authorized(
             ctx,
             &request.key_id,
             Aliases::Accepted,
             "kms:Encrypt",
-            facts,
+            &facts,
         )?;
         self.require_encrypt_decrypt(&record)?;
         let (ciphertext, algorithm) = self.encrypt_with(
@@ -96,13 +98,13 @@ impl Kms {
     ) -> Result<ReEncryptResponse, KmsError> {
         let destination_context = request.destination_encryption_context.unwrap_or_default();
         let destination_algorithm = request.destination_encryption_algorithm.as_deref();
-        let facts = crypto_facts(&destination_context, destination_algorithm);
+        let facts = || crypto_facts(&destination_context, destination_algorithm);
         let destination = self.resolve_authorized(
             ctx,
             &request.destination_key_id,
             Aliases::Accepted,
             "kms:ReEncryptTo",
-            facts,
+            &facts,
         )?;
         self.require_encrypt_decrypt(&destination)?;
         let source_context = request.source_encryption_context.unwrap_or_default();
@@ -232,9 +234,9 @@ impl Kms {
         } else {
             "kms:GenerateDataKeyWithoutPlaintext"
         };
-        let facts = encryption_context_facts(&context);
+        let facts = || encryption_context_facts(&context);
         let record =
-            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, &facts)?;
         self.require_symmetric_encryption(&record)?;
         let (version_number, wrapped, label) = current_material(&record)?;
         let key_id = key_id_bytes(&record.key_id)?;
@@ -292,16 +294,12 @@ impl Kms {
         algorithm: Option<&str>,
         context: &EncryptionContext,
         field: &str,
-    ) -> Result<(KeyRecord, SecretBytes, &'static str), KmsError> {
-        let facts = crypto_facts(context, algorithm);
+    ) -> Result<(Arc<KeyRecord>, SecretBytes, &'static str), KmsError> {
+        let facts = || crypto_facts(context, algorithm);
         let requested = match key_ref {
-            Some(key_ref) => Some(self.resolve_authorized(
-                ctx,
-                key_ref,
-                Aliases::Accepted,
-                action,
-                facts.clone(),
-            )?),
+            Some(key_ref) => {
+                Some(self.resolve_authorized(ctx, key_ref, Aliases::Accepted, action, &facts)?)
+            }
             None => None,
         };
         if let Some(record) = requested.as_ref().filter(|record| record.key_spec.is_rsa()) {
@@ -312,10 +310,10 @@ impl Kms {
                 .hsm
                 .decrypt_asymmetric(&wrapped, &label, hash, ciphertext)
                 .map_err(|error| self.hsm_error(record, error))?;
-            return Ok((record.clone(), plaintext, name));
+            return Ok((Arc::clone(record), plaintext, name));
         }
         check_symmetric_algorithm(algorithm, field)?;
-        let authorize = |record: &KeyRecord| self.authorize(ctx, action, record, facts);
+        let authorize = |record: &KeyRecord| self.authorize(ctx, action, record, None, &facts);
         let (record, plaintext) = self.open_blob(ciphertext, requested, context, authorize)?;
         Ok((record, plaintext, SYMMETRIC_DEFAULT))
     }
@@ -375,10 +373,10 @@ impl Kms {
     fn open_blob(
         &self,
         bytes: &[u8],
-        requested: Option<KeyRecord>,
+        requested: Option<Arc<KeyRecord>>,
         context: &EncryptionContext,
         authorize: impl FnOnce(&KeyRecord) -> Result<(), KmsError>,
-    ) -> Result<(KeyRecord, SecretBytes), KmsError> {
+    ) -> Result<(Arc<KeyRecord>, SecretBytes), KmsError> {
         if bytes.is_empty() || bytes.len() > CIPHERTEXT_MAX {
             return Err(KmsError::validation(
                 "ciphertextBlob",
@@ -450,7 +448,7 @@ impl Kms {
         ctx: &RequestContext,
         request: &MacRequest,
         action: &str,
-    ) -> Result<(KeyRecord, &'static str), KmsError> {
+    ) -> Result<(Arc<KeyRecord>, &'static str), KmsError> {
         let message_len = request.message.0.len();
         if message_len == 0 || message_len > MAC_MESSAGE_MAX {
             return Err(KmsError::validation(
@@ -472,10 +470,13 @@ impl Kms {
                 "[HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384, HMAC_SHA_512]",
             ));
         }
-        let mut facts = Context::new();
-        facts.set("kms:MacAlgorithm", request.mac_algorithm.clone());
+        let facts = || {
+            let mut facts = Context::new();
+            facts.set("kms:MacAlgorithm", request.mac_algorithm.clone());
+            facts
+        };
         let record =
-            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, facts)?;
+            self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, &facts)?;
         self.require_enabled(&record)?;
         let expected = record.key_spec.mac_algorithm();
         if record.key_usage != KeyUsage::GenerateVerifyMac

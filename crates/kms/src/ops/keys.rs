@@ -120,7 +120,7 @@ impl Kms {
             &request.key_id,
             Aliases::Accepted,
             action,
-            Context::new(),
+            &Context::new,
         )?;
         Ok(KeyMetadataResponse {
             key_metadata: self.metadata(&record),

@@ -22,7 +22,7 @@ impl Kms {
             &request.key_id,
             Aliases::Refused,
             action,
-            Context::new(),
+            &Context::new,
         )?;
         Ok(GetKeyPolicyResponse {
             policy: self.key_policy_text(&record),
@@ -48,7 +48,7 @@ impl Kms {
             &request.key_id,
             Aliases::Refused,
             action,
-            Context::new(),
+            &Context::new,
         )?;
         if request.bypass_policy_lockout_safety_check != Some(true) {
             self.check_lockout(ctx, &record, &policy)?;
@@ -72,7 +72,7 @@ impl Kms {
             .as_deref()
             .ok_or_else(|| KmsError::validation("keyId", "null", "Member must not be null"))?;
         let action = "kms:ListKeyPolicies";
-        self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
+        self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, &Context::new)?;
         Ok(ListKeyPoliciesResponse {
             policy_names: vec![POLICY_NAME.into()],
             truncated: false,

@@ -90,7 +90,7 @@ impl Kms {
             &request.key_id,
             Aliases::Refused,
             action,
-            Context::new(),
+            &Context::new,
         )?;
         self.require_rotatable(&record)?;
         let enabled = record.rotation_enabled;
@@ -147,7 +147,7 @@ impl Kms {
             .ok_or_else(|| KmsError::validation("keyId", "null", "Member must not be null"))?;
         let action = "kms:ListKeyRotations";
         let record =
-            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, &Context::new)?;
         self.require_rotatable(&record)?;
         let start = match &request.marker {
             None => 0,

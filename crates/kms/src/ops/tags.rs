@@ -53,9 +53,10 @@ impl Kms {
             .ok_or_else(|| KmsError::validation("keyId", "null", "Member must not be null"))?;
         let action = "kms:ListResourceTags";
         let record =
-            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, Context::new())?;
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, &Context::new)?;
         let mut tags: Vec<Tag> = record
             .tags
+            .clone()
             .into_iter()
             .filter(|(key, _)| request.marker.as_ref().is_none_or(|marker| key > marker))
             .map(|(tag_key, tag_value)| Tag { tag_key, tag_value })
