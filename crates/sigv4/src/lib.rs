@@ -197,7 +197,7 @@ pub fn check_scope(
     }
     let signed_at = parse_amz_date(amz_date)
         .ok_or_else(|| SigV4Error::Incomplete(format!("X-Amz-Date is malformed: {amz_date}")))?;
-    if !amz_date.starts_with(&auth.date) {
+    if !amz_date.starts_with(auth.date) {
         return Err(SigV4Error::WrongScope(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
             auth.date,
