@@ -26,7 +26,11 @@ pub struct Principal {
 
 impl Principal {
     pub fn is_root(&self) -> bool {
-        self.arn == format!("arn:aws:iam::{}:root", self.account)
+        let account = self
+            .arn
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|rest| rest.strip_suffix(":root"));
+        account == Some(self.account.as_str())
     }
 }
 

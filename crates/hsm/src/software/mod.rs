@@ -24,7 +24,9 @@ const CACHE_CAPACITY: usize = 4096;
 
 pub struct SoftwareHsm {
     root: AeadKey,
-    loaded: RwLock<HashMap<Vec<u8>, Arc<LoadedKey>>>,
+    /// Loaded keys by label, each with the wrapped bytes it came from (checked on every hit, so
+    /// a different blob under a reused label is never served from the cache).
+    loaded: RwLock<HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>>,
 }
 
 enum LoadedKey {
@@ -69,8 +71,9 @@ impl SoftwareHsm {
     }
 
     fn load(&self, wrapped: &WrappedKey, label: &[u8]) -> Result<Arc<LoadedKey>, HsmError> {
-        let cache_key = [wrapped.as_bytes(), b"\0", label].concat();
-        if let Some(loaded) = self.read_cache().get(&cache_key) {
+        if let Some((cached_wrapped, loaded)) = self.read_cache().get(label)
+            && cached_wrapped.as_slice() == wrapped.as_bytes()
+        {
             return Ok(Arc::clone(loaded));
         }
         let (kind, material) = self.unwrap_material(wrapped, label)?;
@@ -108,7 +111,10 @@ impl SoftwareHsm {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(cache_key, Arc::clone(&loaded));
+        cache.insert(
+            label.to_vec(),
+            (wrapped.as_bytes().to_vec(), Arc::clone(&loaded)),
+        );
         Ok(loaded)
     }
 
@@ -151,14 +157,18 @@ impl SoftwareHsm {
         }
     }
 
-    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Arc<LoadedKey>>> {
+    fn read_cache(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>> {
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         self.loaded
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, Arc<LoadedKey>>> {
+    fn write_cache(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>> {
         self.loaded
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -332,8 +342,13 @@ impl Hsm for SoftwareHsm {
     }
 
     fn forget(&self, key: &WrappedKey, label: &[u8]) {
-        let cache_key = [key.as_bytes(), b"\0", label].concat();
-        self.write_cache().remove(&cache_key);
+        let mut cache = self.write_cache();
+        if cache
+            .get(label)
+            .is_some_and(|(cached, _)| cached.as_slice() == key.as_bytes())
+        {
+            cache.remove(label);
+        }
     }
 }
 
