@@ -22,11 +22,14 @@ use crate::{Hsm, HsmError, KeyKind, Message, OaepHash, SigningAlgorithm, Wrapped
 /// Unwrapped keys kept loaded; beyond this the cache is emptied and refilled on demand.
 const CACHE_CAPACITY: usize = 4096;
 
+/// Loaded keys by label, with the wrapped bytes each was loaded from.
+type KeyCache = HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>;
+
 pub struct SoftwareHsm {
     root: AeadKey,
     /// Loaded keys by label, each with the wrapped bytes it came from (checked on every hit, so
     /// a different blob under a reused label is never served from the cache).
-    loaded: RwLock<HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>>,
+    loaded: RwLock<KeyCache>,
 }
 
 enum LoadedKey {
@@ -157,18 +160,14 @@ impl SoftwareHsm {
         }
     }
 
-    fn read_cache(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>> {
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, KeyCache> {
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         self.loaded
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_cache(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>> {
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, KeyCache> {
         self.loaded
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
