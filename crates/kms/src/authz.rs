@@ -60,7 +60,7 @@ impl Kms {
         facts_of: Facts<'_>,
     ) -> Result<(), KmsError> {
         let key_policy = self.key_policy(record)?;
-        let identity = self.identity_policies(&ctx.caller)?;
+        let identity = self.identity_policies_of(&ctx.caller)?;
         // Most keys keep the default policy, which has no conditions: then no context is built.
         let mut facts = Context::new();
         if key_policy.has_conditions() || identity.iter().any(|policy| policy.has_conditions()) {
@@ -114,7 +114,7 @@ impl Kms {
     ) -> Result<(), KmsError> {
         let mut facts = Context::new();
         self.add_global_facts(ctx, &mut facts);
-        let identity = self.identity_policies(&ctx.caller)?;
+        let identity = self.identity_policies_of(&ctx.caller)?;
         let principal = principal(&ctx.caller);
         let request = RequestFacts {
             principal: &principal,
@@ -148,7 +148,7 @@ impl Kms {
     ) -> Result<(), KmsError> {
         let mut facts = Context::new();
         self.add_global_facts(ctx, &mut facts);
-        let identity = self.identity_policies(&ctx.caller)?;
+        let identity = self.identity_policies_of(&ctx.caller)?;
         let principal = principal(&ctx.caller);
         let resource = self.key_arn(&record.key_id);
         let request = RequestFacts {
@@ -211,7 +211,10 @@ impl Kms {
         Ok(policy)
     }
 
-    fn identity_policies(&self, caller: &Caller) -> Result<Vec<Arc<Policy>>, KmsError> {
+    pub(crate) fn identity_policies_of(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<Arc<Policy>>, KmsError> {
         let Some(name) = caller.user_name() else {
             return Ok(Vec::new());
         };
@@ -250,7 +253,7 @@ impl Kms {
             },
         );
         let now = self.clock.now();
-        facts.set("aws:CurrentTime", iso8601(now));
+        facts.set("aws:CurrentTime", atrest_sigv4::format_iso8601(now));
         facts.set("aws:EpochTime", now.to_string());
     }
 }
@@ -289,17 +292,4 @@ fn access_denied(caller: &Caller, action: &str, resource: &str, reason: &str) ->
         "User: {} is not authorized to perform: {action} on resource: {resource} {reason}",
         caller.arn
     ))
-}
-
-fn iso8601(unix_seconds: i64) -> String {
-    let basic = atrest_sigv4::format_amz_date(unix_seconds);
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &basic[0..4],
-        &basic[4..6],
-        &basic[6..8],
-        &basic[9..11],
-        &basic[11..13],
-        &basic[13..15]
-    )
 }

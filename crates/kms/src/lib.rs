@@ -10,6 +10,7 @@ mod authz;
 mod cache;
 mod clock;
 mod error;
+pub mod iam;
 pub mod model;
 mod ops;
 mod principals;
@@ -35,6 +36,7 @@ pub struct Kms {
     account: String,
     clock: Clock,
     policies: authz::PolicyCache,
+    credentials_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Kms {
@@ -52,6 +54,7 @@ impl Kms {
             account: account.to_owned(),
             clock,
             policies: authz::PolicyCache::new(account),
+            credentials_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

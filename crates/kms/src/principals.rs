@@ -59,29 +59,46 @@ impl Kms {
             .any(|(_, principal)| principal.arn == root))
     }
 
-    /// Creates a principal. `user_name: None` makes the account root. Credentials are
-    /// generated unless both halves are given.
+    /// Creates a principal. `user_name: None` makes the account root's access key; a name makes
+    /// the IAM user and its first access key. Credentials are generated unless both halves are
+    /// given.
     pub fn create_principal(
         &self,
         user_name: Option<&str>,
         access_key_id: Option<String>,
         secret_access_key: Option<SecretBytes>,
     ) -> Result<NewCredentials, KmsError> {
-        let arn = match user_name {
-            None => self.root_arn(),
+        match user_name {
+            None => {
+                if self.has_root()? {
+                    return Err(KmsError::AlreadyExists(format!(
+                        "{} already has credentials",
+                        self.root_arn()
+                    )));
+                }
+            }
             Some(name) => {
                 validate_user_name(name)?;
-                format!("arn:aws:iam::{}:user/{name}", self.account)
+                let user = UserRecord {
+                    arn: self.user_arn(name),
+                    user_id: self.generate_id("AIDA"),
+                    created: self.clock.now(),
+                    policies: Default::default(),
+                };
+                self.store.create_user(name, &user)?;
             }
-        };
-        if self
-            .store
-            .principals()?
-            .iter()
-            .any(|(_, principal)| principal.arn == arn)
-        {
-            return Err(KmsError::AlreadyExists(format!("{arn} already exists")));
         }
+        self.add_access_key(user_name, access_key_id, secret_access_key)
+    }
+
+    /// Stores one access key, its secret wrapped by the HSM.
+    pub(crate) fn create_access_key_record(
+        &self,
+        user_name: Option<&str>,
+        arn: String,
+        access_key_id: Option<String>,
+        secret_access_key: Option<SecretBytes>,
+    ) -> Result<NewCredentials, KmsError> {
         let access_key_id = match access_key_id {
             Some(id) => validate_access_key_id(id)?,
             None => self.generate_access_key_id(),
@@ -108,15 +125,6 @@ impl Kms {
             created: self.clock.now(),
             status: AccessKeyStatus::Active,
         };
-        if let Some(name) = user_name {
-            let user = UserRecord {
-                arn: arn.clone(),
-                user_id: self.generate_id("AIDA"),
-                created: self.clock.now(),
-                policies: Default::default(),
-            };
-            self.store.create_user(name, &user)?;
-        }
         self.store.create_principal(&access_key_id, &record)?;
         Ok(NewCredentials {
             user_name: user_name.unwrap_or("root").to_owned(),
@@ -192,7 +200,7 @@ fn secret_label(access_key_id: &str) -> Vec<u8> {
 }
 
 /// IAM user names: 1–64 characters of `[\w+=,.@-]`.
-fn validate_user_name(name: &str) -> Result<(), KmsError> {
+pub(crate) fn validate_user_name(name: &str) -> Result<(), KmsError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name

@@ -44,10 +44,16 @@ struct CachedCredential {
     key: Arc<SigningKey>,
     caller: Caller,
     loaded: Instant,
+    /// `Kms::credentials_generation` when loaded: any key change since makes the entry stale.
+    generation: u64,
 }
 
 impl CredentialCache {
-    fn lookup(&self, authorization: &Authorization<'_>) -> Option<(Arc<SigningKey>, Caller)> {
+    fn lookup(
+        &self,
+        authorization: &Authorization<'_>,
+        generation: u64,
+    ) -> Option<(Arc<SigningKey>, Caller)> {
         let entries = self
             .entries
             .lock()
@@ -57,11 +63,18 @@ impl CredentialCache {
         let same_scope = date == authorization.date
             && region == authorization.region
             && service == authorization.service;
-        let fresh = entry.loaded.elapsed() < CACHE_TTL && same_scope;
+        let fresh =
+            entry.loaded.elapsed() < CACHE_TTL && same_scope && entry.generation == generation;
         fresh.then(|| (Arc::clone(&entry.key), entry.caller.clone()))
     }
 
-    fn store(&self, authorization: &Authorization<'_>, key: Arc<SigningKey>, caller: Caller) {
+    fn store(
+        &self,
+        authorization: &Authorization<'_>,
+        key: Arc<SigningKey>,
+        caller: Caller,
+        generation: u64,
+    ) {
         let mut entries = self
             .entries
             .lock()
@@ -80,6 +93,7 @@ impl CredentialCache {
             key,
             caller,
             loaded: Instant::now(),
+            generation,
         };
         entries.insert(authorization.access_key_id.to_owned(), entry);
     }
@@ -123,7 +137,9 @@ pub fn authenticate(
         now: now(),
     };
     sigv4::check_scope(&authorization, amz_date, &expect).map_err(map_sigv4)?;
-    let (key, caller) = match cache.lookup(&authorization) {
+    // Read before the store so a key change racing this request makes the entry stale.
+    let generation = kms.credentials_generation();
+    let (key, caller) = match cache.lookup(&authorization, generation) {
         Some(cached) => cached,
         None => {
             let (caller, secret) = kms
@@ -136,7 +152,7 @@ pub fn authenticate(
                 authorization.region,
                 authorization.service,
             ));
-            cache.store(&authorization, Arc::clone(&key), caller.clone());
+            cache.store(&authorization, Arc::clone(&key), caller.clone(), generation);
             (key, caller)
         }
     };

@@ -19,8 +19,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::AppState;
-use crate::auth::authenticate;
+use crate::auth::{AuthError, authenticate};
 use crate::kms::{self, WireError};
+use crate::query::{
+    self,
+    xml::{self, QueryError},
+};
 use crate::route::{self, Endpoint};
 
 /// Serves connections from `listener` until `shutdown` resolves.
@@ -62,6 +66,7 @@ async fn handle(
     let response = match route::endpoint(&request) {
         Endpoint::Health => health(&state),
         Endpoint::Kms { operation } => kms_request(&state, peer, request, operation).await,
+        Endpoint::Query => query_request(&state, peer, request, &request_id).await,
         Endpoint::UnknownTarget { target } => kms_error(&WireError::unknown_target(&target)),
         Endpoint::S3 => s3_not_served(),
         Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -103,6 +108,90 @@ async fn kms_request(
         Ok(body) => json_response(StatusCode::OK, body),
         Err(error) => kms_error(&error),
     }
+}
+
+/// IAM and STS: the service is the one the request was signed for.
+async fn query_request(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let error = QueryError {
+                code: "RequestEntityTooLarge",
+                status: 413,
+                message: "Request body too large".into(),
+            };
+            return query_error(&error, xml::IAM_NAMESPACE, request_id);
+        }
+    };
+    let service = signed_service(&parts);
+    let namespace = if service.as_deref() == Some("sts") {
+        xml::STS_NAMESPACE
+    } else {
+        xml::IAM_NAMESPACE
+    };
+    let run = || -> Result<String, QueryError> {
+        let service = match service.as_deref() {
+            Some(service @ ("iam" | "sts")) => service,
+            Some(other) => {
+                return Err(QueryError {
+                    code: "InvalidAction",
+                    status: 400,
+                    message: format!("atrest does not serve the {other} Query API"),
+                });
+            }
+            None => return Err(AuthError::Missing.into()),
+        };
+        let caller = authenticate(&state.kms, &state.credentials, &parts, &body, service)?;
+        let ctx = RequestContext {
+            caller,
+            source_ip: Some(peer.ip().to_string()),
+            secure_transport: false,
+        };
+        let params = query::Params::parse(parts.uri.query(), &body);
+        if service == "sts" {
+            query::sts::dispatch(&state.kms, &ctx, &params, request_id)
+        } else {
+            query::iam::dispatch(&state.kms, &ctx, &params, request_id)
+        }
+    };
+    // IAM writes wait for an fsync.
+    match tokio::task::block_in_place(run) {
+        Ok(body) => xml_response(StatusCode::OK, body),
+        Err(error) => query_error(&error, namespace, request_id),
+    }
+}
+
+/// The service named in the request's SigV4 credential scope, if it is signed at all.
+fn signed_service(parts: &hyper::http::request::Parts) -> Option<String> {
+    let header = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    atrest_sigv4::parse_authorization(header)
+        .ok()
+        .map(|auth| auth.service.to_owned())
+}
+
+fn query_error(error: &QueryError, namespace: &str, request_id: &str) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    xml_response(status, error.body(namespace, request_id))
+}
+
+fn xml_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    response
 }
 
 fn health(state: &AppState) -> Response<Full<Bytes>> {

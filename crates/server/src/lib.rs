@@ -7,6 +7,7 @@
 mod auth;
 mod http;
 mod kms;
+mod query;
 mod route;
 
 use std::sync::Arc;

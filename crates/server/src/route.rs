@@ -13,6 +13,8 @@ pub enum Endpoint {
     Kms {
         operation: String,
     },
+    /// An AWS Query-protocol request (IAM, STS): `Action=` parameters, no target header.
+    Query,
     /// A JSON-protocol target for some other service.
     UnknownTarget {
         target: String,
@@ -41,6 +43,22 @@ pub fn endpoint<B>(request: &Request<B>) -> Endpoint {
                 None => Endpoint::UnknownTarget { target },
             };
         }
+    }
+    let form = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+    let action_in_query = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|p| p.starts_with("Action=")));
+    let query_method = request.method() == Method::POST || request.method() == Method::GET;
+    if path == "/" && query_method && (form || action_in_query) {
+        return Endpoint::Query;
     }
     Endpoint::S3
 }

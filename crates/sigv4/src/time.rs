@@ -35,6 +35,20 @@ pub fn format_amz_date(unix_seconds: i64) -> String {
     )
 }
 
+/// Extended ISO 8601 (`2026-11-29T11:40:00Z`), as AWS writes dates in XML and policies.
+pub fn format_iso8601(unix_seconds: i64) -> String {
+    let basic = format_amz_date(unix_seconds);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &basic[0..4],
+        &basic[4..6],
+        &basic[6..8],
+        &basic[9..11],
+        &basic[11..13],
+        &basic[13..15]
+    )
+}
+
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
@@ -75,6 +89,7 @@ mod tests {
         for instant in [0, 951_868_799, 1_440_938_160, 4_102_444_800] {
             assert_eq!(parse_amz_date(&format_amz_date(instant)), Some(instant));
         }
+        assert_eq!(format_iso8601(1_440_938_160), "2015-08-30T12:36:00Z");
         assert_eq!(parse_amz_date("20151330T123600Z"), None);
         assert_eq!(parse_amz_date("2015-08-30T12:36"), None);
     }
