@@ -29,6 +29,36 @@ pub enum Command {
     /// Operate on the HSM key store.
     #[command(subcommand)]
     Hsm(HsmCommand),
+    /// Check or search the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain, the signed digests and the head; report the first record that
+    /// was modified, removed, reordered or truncated. Exits 1 if there is one.
+    Verify {
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Print matching records as JSON lines.
+    Search {
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// A key id or ARN (matched as a substring of the record's key ARNs).
+        #[arg(long)]
+        key: Option<String>,
+        /// A principal ARN (substring) or access key id.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Earliest time, ISO 8601 (e.g. 2026-11-29T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Latest time, ISO 8601.
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

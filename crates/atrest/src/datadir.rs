@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atrest_crypto::SecretBytes;
-use atrest_hsm::{SoftwareHsm, UnsealWith, fsio};
+use atrest_hsm::{Hsm, SoftwareHsm, UnsealWith, fsio};
 use atrest_kms::{CachingStore, Clock, Kms, NewCredentials, RedbStore};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,8 @@ const CLOCK_OFFSET_ENV: &str = "ATREST_TEST_CLOCK_OFFSET_SECONDS";
 
 pub struct Opened {
     pub kms: Arc<Kms>,
+    /// The HSM, shared with the KMS (the audit log signs its digests with it).
+    pub hsm: Arc<dyn Hsm>,
     pub hsm_backend: &'static str,
     /// Set when this call created the root's credentials (printed once by the caller).
     pub new_root: Option<NewCredentials>,
@@ -52,9 +54,10 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
     }
     let store = CachingStore::new(RedbStore::open(&dir.join("metadata.redb"))?);
     let clock = clock_from_env()?;
+    let hsm: Arc<dyn Hsm> = Arc::new(hsm);
     let kms = Arc::new(Kms::new(
         Arc::new(store),
-        Arc::new(hsm),
+        Arc::clone(&hsm),
         &settings.region,
         &settings.account_id,
         clock,
@@ -62,9 +65,21 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
     let new_root = ensure_root(&kms, dir)?;
     Ok(Opened {
         kms,
+        hsm,
         hsm_backend: "software",
         new_root,
     })
+}
+
+/// Opens only the HSM of a data dir (what `atrest audit` needs; the store may be in use).
+pub fn open_hsm(args: &DataDirArgs) -> Result<Arc<dyn Hsm>, CliError> {
+    let unseal = unseal_source(args)?;
+    let (hsm, _) = SoftwareHsm::open(&args.data_dir.join("hsm"), &unseal)?;
+    Ok(Arc::new(hsm))
+}
+
+pub fn audit_dir(args: &DataDirArgs) -> PathBuf {
+    args.data_dir.join("audit")
 }
 
 /// Region and account are fixed when the data dir is created: ARNs and ciphertexts name them.

@@ -16,6 +16,8 @@ pub enum CliError {
     Hsm(#[from] atrest_hsm::HsmError),
     #[error(transparent)]
     Kms(#[from] atrest_kms::KmsError),
+    #[error(transparent)]
+    Audit(#[from] atrest_audit::AuditError),
 }
 
 impl CliError {

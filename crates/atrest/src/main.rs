@@ -13,7 +13,7 @@ use atrest_hsm::SoftwareHsm;
 use atrest_server::AppState;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, HsmCommand, ServeArgs, UserCommand};
+use crate::cli::{AuditCommand, Cli, Command, HsmCommand, ServeArgs, UserCommand};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
@@ -35,6 +35,22 @@ fn main() -> ExitCode {
             secret_access_key,
         }) => add_user(&name, &data, access_key_id, secret_access_key),
         Command::Hsm(HsmCommand::Zeroize { data_dir }) => zeroize(&data_dir),
+        Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data),
+        Command::Audit(AuditCommand::Search {
+            data,
+            key,
+            principal,
+            since,
+            until,
+        }) => {
+            let filter = atrest_audit::SearchFilter {
+                key,
+                principal,
+                since,
+                until,
+            };
+            search_audit(&data, &filter)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +79,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_err(|error| CliError::Config(format!("cannot listen on {}: {error}", args.listen)))?;
         let kms = Arc::clone(&opened.kms);
         atrest_server::spawn_maintenance(Arc::clone(&kms), Duration::from_secs(args.maintenance_interval_secs.max(1)));
-        let state = Arc::new(AppState::new(kms, opened.hsm_backend));
+        let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
+        let audit = atrest_audit::AuditLog::open(&datadir::audit_dir(&args.data), signer)?;
+        let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit));
         tracing::info!(listen = %args.listen, data_dir = %args.data.data_dir.display(), "atrest is serving");
         atrest_server::serve(listener, state, shutdown_signal())
             .await
@@ -88,6 +106,43 @@ fn add_user(
         "{}",
         serde_json::to_string_pretty(&credentials).unwrap_or_default()
     );
+    Ok(())
+}
+
+fn verify_audit(data: &cli::DataDirArgs) -> Result<(), CliError> {
+    let signer =
+        atrest_audit::DigestSigner::open(&datadir::audit_dir(data), datadir::open_hsm(data)?)?;
+    let report = atrest_audit::verify(&datadir::audit_dir(data), &signer)?;
+    let torn = if report.torn_tail {
+        " (an unacknowledged record cut by a crash is ignored)"
+    } else {
+        ""
+    };
+    match &report.first_problem {
+        None => {
+            println!(
+                "audit log OK: {} records, {} signed digests{torn}",
+                report.records, report.digests
+            );
+            Ok(())
+        }
+        Some(problem) => {
+            println!("audit log TAMPERED: {problem}");
+            Err(CliError::Config(format!(
+                "audit verification failed: {problem}"
+            )))
+        }
+    }
+}
+
+fn search_audit(
+    data: &cli::DataDirArgs,
+    filter: &atrest_audit::SearchFilter,
+) -> Result<(), CliError> {
+    let path = datadir::audit_dir(data).join(atrest_audit::LOG_FILE);
+    for record in atrest_audit::search(&path, filter)? {
+        println!("{}", serde_json::to_string(&record).unwrap_or_default());
+    }
     Ok(())
 }
 

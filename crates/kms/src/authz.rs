@@ -20,12 +20,40 @@ const POLICY_CACHE_CAPACITY: usize = 10_000;
 /// The condition keys an operation contributes, built only if some policy has conditions.
 pub(crate) type Facts<'a> = &'a dyn Fn() -> Context;
 
-/// Who sent a request and how: the facts global condition keys are made of.
-#[derive(Debug, Clone)]
+/// Who sent a request and how: the facts global condition keys are made of. It also collects
+/// the key ARNs the request was decided on, for the audit record.
+#[derive(Debug)]
 pub struct RequestContext {
     pub caller: Caller,
     pub source_ip: Option<String>,
     pub secure_transport: bool,
+    resources: std::sync::Mutex<Vec<String>>,
+}
+
+impl RequestContext {
+    pub fn new(caller: Caller, source_ip: Option<String>, secure_transport: bool) -> Self {
+        Self {
+            caller,
+            source_ip,
+            secure_transport,
+            resources: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The key ARNs authorization was asked about, in order, without repeats.
+    pub fn resources(&self) -> Vec<String> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn touched(&self, resource: &str) {
+        let mut resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        if !resources.iter().any(|seen| seen == resource) {
+            resources.push(resource.to_owned());
+        }
+    }
 }
 
 /// Parsed key and identity policies by document text, so evaluation does no JSON parsing.
@@ -83,6 +111,7 @@ impl Kms {
         }
         let principal = principal(&ctx.caller);
         let resource = self.key_arn(&record.key_id);
+        ctx.touched(&resource);
         let request = RequestFacts {
             principal: &principal,
             action,

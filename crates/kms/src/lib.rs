@@ -103,11 +103,7 @@ mod tests {
             account: kms.account.clone(),
             access_key_id: "AKIATEST".into(),
         };
-        RequestContext {
-            caller,
-            source_ip: None,
-            secure_transport: false,
-        }
+        RequestContext::new(caller, None, false)
     }
 
     fn key_id(kms: &Kms) -> String {

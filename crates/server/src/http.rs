@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{AuthError, authenticate};
 use crate::kms::{self, WireError};
 use crate::query::{
@@ -65,7 +66,9 @@ async fn handle(
     let request_id = request_id();
     let response = match route::endpoint(&request) {
         Endpoint::Health => health(&state),
-        Endpoint::Kms { operation } => kms_request(&state, peer, request, operation).await,
+        Endpoint::Kms { operation } => {
+            kms_request(&state, peer, request, operation, &request_id).await
+        }
         Endpoint::Query => query_request(&state, peer, request, &request_id).await,
         Endpoint::UnknownTarget { target } => kms_error(&WireError::unknown_target(&target)),
         Endpoint::S3 => s3_not_served(),
@@ -83,30 +86,41 @@ async fn kms_request(
     peer: SocketAddr,
     request: Request<Incoming>,
     operation: String,
+    request_id: &str,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    let mut record = audit::start("kms.amazonaws.com", &operation, &parts, peer, request_id);
     let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return kms_error(&WireError::too_large(route::KMS_BODY_LIMIT)),
+        Err(_) => {
+            let error = WireError::too_large(route::KMS_BODY_LIMIT);
+            return audited(state, record, Some(error.type_name), kms_error(&error)).await;
+        }
     };
-    let run = || -> Result<Vec<u8>, WireError> {
-        let caller = authenticate(&state.kms, &state.credentials, &parts, &body, "kms")?;
-        let ctx = RequestContext {
-            caller,
-            source_ip: Some(peer.ip().to_string()),
-            secure_transport: false,
+    audit::add_kms_parameters(&mut record, &body);
+    let run = || -> (Result<Vec<u8>, WireError>, Option<RequestContext>) {
+        let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, "kms") {
+            Ok(caller) => caller,
+            Err(error) => return (Err(error.into()), None),
         };
-        kms::dispatch(&state.kms, &ctx, &operation, &body)
+        let ctx = RequestContext::new(caller, Some(peer.ip().to_string()), false);
+        (
+            kms::dispatch(&state.kms, &ctx, &operation, &body),
+            Some(ctx),
+        )
     };
     // Writes wait for an fsync; let the runtime move other tasks off this thread meanwhile.
-    let result = if kms::is_mutating(&operation) {
+    let (result, ctx) = if kms::is_mutating(&operation) {
         tokio::task::block_in_place(run)
     } else {
         run()
     };
+    if let Some(ctx) = &ctx {
+        audit::add_context(&mut record, ctx);
+    }
     match result {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(error) => kms_error(&error),
+        Ok(body) => audited(state, record, None, json_response(StatusCode::OK, body)).await,
+        Err(error) => audited(state, record, Some(error.type_name), kms_error(&error)).await,
     }
 }
 
@@ -118,6 +132,18 @@ async fn query_request(
     request_id: &str,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    let service = signed_service(&parts);
+    let namespace = if service.as_deref() == Some("sts") {
+        xml::STS_NAMESPACE
+    } else {
+        xml::IAM_NAMESPACE
+    };
+    let source = if service.as_deref() == Some("sts") {
+        "sts.amazonaws.com"
+    } else {
+        "iam.amazonaws.com"
+    };
+    let mut record = audit::start(source, "", &parts, peer, request_id);
     let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -126,44 +152,85 @@ async fn query_request(
                 status: 413,
                 message: "Request body too large".into(),
             };
-            return query_error(&error, xml::IAM_NAMESPACE, request_id);
+            return audited(
+                state,
+                record,
+                Some(error.code),
+                query_error(&error, namespace, request_id),
+            )
+            .await;
         }
     };
-    let service = signed_service(&parts);
-    let namespace = if service.as_deref() == Some("sts") {
-        xml::STS_NAMESPACE
-    } else {
-        xml::IAM_NAMESPACE
-    };
-    let run = || -> Result<String, QueryError> {
+    let params = query::Params::parse(parts.uri.query(), &body);
+    audit::add_query_parameters(&mut record, &params);
+    let run = || -> (Result<String, QueryError>, Option<RequestContext>) {
         let service = match service.as_deref() {
             Some(service @ ("iam" | "sts")) => service,
             Some(other) => {
-                return Err(QueryError {
-                    code: "InvalidAction",
-                    status: 400,
-                    message: format!("atrest does not serve the {other} Query API"),
-                });
+                let message = format!("atrest does not serve the {other} Query API");
+                return (
+                    Err(QueryError {
+                        code: "InvalidAction",
+                        status: 400,
+                        message,
+                    }),
+                    None,
+                );
             }
-            None => return Err(AuthError::Missing.into()),
+            None => return (Err(AuthError::Missing.into()), None),
         };
-        let caller = authenticate(&state.kms, &state.credentials, &parts, &body, service)?;
-        let ctx = RequestContext {
-            caller,
-            source_ip: Some(peer.ip().to_string()),
-            secure_transport: false,
+        let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, service) {
+            Ok(caller) => caller,
+            Err(error) => return (Err(error.into()), None),
         };
-        let params = query::Params::parse(parts.uri.query(), &body);
-        if service == "sts" {
+        let ctx = RequestContext::new(caller, Some(peer.ip().to_string()), false);
+        let result = if service == "sts" {
             query::sts::dispatch(&state.kms, &ctx, &params, request_id)
         } else {
             query::iam::dispatch(&state.kms, &ctx, &params, request_id)
-        }
+        };
+        (result, Some(ctx))
     };
     // IAM writes wait for an fsync.
-    match tokio::task::block_in_place(run) {
-        Ok(body) => xml_response(StatusCode::OK, body),
-        Err(error) => query_error(&error, namespace, request_id),
+    let (result, ctx) = tokio::task::block_in_place(run);
+    if let Some(ctx) = &ctx {
+        audit::add_context(&mut record, ctx);
+    }
+    match result {
+        Ok(body) => audited(state, record, None, xml_response(StatusCode::OK, body)).await,
+        Err(error) => {
+            let code = error.code;
+            audited(
+                state,
+                record,
+                Some(code),
+                query_error(&error, namespace, request_id),
+            )
+            .await
+        }
+    }
+}
+
+/// Appends the request's audit record, durably, before its response may leave. If the log
+/// cannot be written the request fails: nothing happens off the record.
+async fn audited(
+    state: &AppState,
+    mut record: atrest_audit::Event,
+    error_code: Option<&str>,
+    response: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    record.error_code = error_code.map(str::to_owned);
+    match state.audit.append(record).await {
+        Ok(()) => response,
+        Err(error) => {
+            tracing::error!(%error, "audit log append failed; failing the request");
+            let error = WireError {
+                type_name: "KMSInternalException",
+                status: 500,
+                message: "the audit log is unavailable".into(),
+            };
+            kms_error(&error)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! authenticated with SigV4, then handed to the protocol module for its API. Listeners set
 //! `TCP_NODELAY` and bodies are read only up to a per-endpoint limit.
 
+mod audit;
 mod auth;
 mod http;
 mod kms;
@@ -13,6 +14,7 @@ mod route;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_audit::AuditLog;
 use atrest_kms::Kms;
 
 pub use http::serve;
@@ -21,14 +23,16 @@ pub use http::serve;
 pub struct AppState {
     pub kms: Arc<Kms>,
     pub hsm_backend: &'static str,
+    audit: AuditLog,
     credentials: auth::CredentialCache,
 }
 
 impl AppState {
-    pub fn new(kms: Arc<Kms>, hsm_backend: &'static str) -> Self {
+    pub fn new(kms: Arc<Kms>, hsm_backend: &'static str, audit: AuditLog) -> Self {
         Self {
             kms,
             hsm_backend,
+            audit,
             credentials: auth::CredentialCache::default(),
         }
     }

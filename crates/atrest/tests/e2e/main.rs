@@ -7,6 +7,7 @@ mod harness;
 
 mod aliases;
 mod asymmetric;
+mod audit;
 mod auth;
 mod cryptography;
 mod durability;

@@ -103,6 +103,7 @@ impl Kms {
             }
         }
         self.store.insert_key(&record)?;
+        ctx.touched(&self.key_arn(&record.key_id));
         tracing::info!(key_id = %record.key_id, key_spec = %spec.name(), "created KMS key");
         Ok(KeyMetadataResponse {
             key_metadata: self.metadata(&record),

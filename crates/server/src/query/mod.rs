@@ -27,6 +27,17 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// The parameters as a JSON object, for the audit record.
+    pub fn to_json_without(&self, skip: &[&str]) -> serde_json::Value {
+        let members = self
+            .0
+            .iter()
+            .filter(|(name, _)| !skip.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+            .collect();
+        serde_json::Value::Object(members)
+    }
+
     /// A parameter the operation cannot do without.
     pub fn required(&self, name: &str) -> Result<&str, xml::QueryError> {
         self.get(name).filter(|value| !value.is_empty()).ok_or_else(|| {

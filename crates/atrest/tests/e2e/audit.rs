@@ -1,0 +1,207 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_kms::primitives::Blob;
+
+use crate::harness::{ROOT_ACCESS_KEY, Server, error_code, raw_request};
+
+fn records(server: &Server, filters: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["audit", "search"];
+    args.extend_from_slice(filters);
+    let output = server.run_cli(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn verify(server: &Server) -> (bool, String) {
+    let output = server.run_cli(&["audit", "verify"]);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_without_secrets() {
+    let mut server = Server::start();
+    let kms = server.client();
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let secret = b"audited plaintext that must never be logged";
+    let encrypted = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(&secret[..]))
+        .encryption_context("purpose", "audit-test")
+        .send()
+        .await
+        .unwrap();
+    let data_key = kms
+        .generate_data_key()
+        .key_id(&key)
+        .number_of_bytes(32)
+        .send()
+        .await
+        .unwrap();
+    let failed = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(vec![0u8; 5000]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&failed), "ValidationException");
+    let denied = server
+        .client_as("AKIAUNKNOWNUNKNOWN00", "whatever-secret-123")
+        .list_keys()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&denied), "UnrecognizedClientException");
+    let unsigned = "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    raw_request(server.port, unsigned).unwrap();
+
+    let for_key = records(&server, &["--key", &key]);
+    let names: Vec<&str> = for_key
+        .iter()
+        .map(|r| r["event_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["CreateKey", "Encrypt", "GenerateDataKey", "Encrypt"],
+        "{for_key:#?}"
+    );
+    let encrypt = &for_key[1];
+    assert_eq!(encrypt["caller_arn"], "arn:aws:iam::000000000000:root");
+    assert_eq!(encrypt["access_key_id"], ROOT_ACCESS_KEY);
+    assert_eq!(encrypt["source_ip"], "127.0.0.1");
+    assert_eq!(encrypt["encryption_context"]["purpose"], "audit-test");
+    assert!(encrypt["request_id"].as_str().unwrap().len() == 36);
+    assert!(encrypt.get("error_code").is_none());
+    assert!(encrypt["request_parameters"].get("Plaintext").is_none());
+    assert_eq!(for_key[3]["error_code"], "ValidationException");
+
+    let unknown = records(&server, &["--principal", "AKIAUNKNOWNUNKNOWN00"]);
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(unknown[0]["error_code"], "UnrecognizedClientException");
+    let all = records(&server, &[]);
+    assert!(
+        all.iter()
+            .any(|r| r["error_code"] == "MissingAuthenticationToken")
+    );
+
+    server.terminate();
+    assert!(verify(&server).0);
+    server.assert_not_on_disk(secret, "an Encrypt plaintext");
+    server.assert_not_on_disk(data_key.plaintext().unwrap().as_ref(), "a data key");
+    let ciphertext = encrypted.ciphertext_blob().unwrap().as_ref();
+    let log = std::fs::read(server.data_dir().join("audit/audit.log")).unwrap();
+    assert!(
+        !log.windows(16)
+            .any(|w| w == &ciphertext[ciphertext.len() - 16..]),
+        "ciphertext is not logged"
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_names_a_modified_record() {
+    let mut server = Server::start();
+    let kms = server.client();
+    for _ in 0..3 {
+        kms.create_key().send().await.unwrap();
+    }
+    server.terminate();
+    assert!(verify(&server).0);
+    let path = server.data_dir().join("audit/audit.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replace("CreateKey", "DeleteKey");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (ok, report) = verify(&server);
+    assert!(!ok);
+    assert!(
+        report.contains("TAMPERED") && report.contains("record 2 (line 2) was modified"),
+        "{report}"
+    );
+}
+
+/// kill -9 under load: the log still verifies, and every acknowledged Encrypt is on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_leaves_a_log_that_verifies() {
+    let mut server = Server::start();
+    let key = server
+        .client()
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let acknowledged = Arc::new(Mutex::new(0usize));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let kms = server.client();
+        let key = key.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        workers.push(tokio::spawn(async move {
+            while kms
+                .encrypt()
+                .key_id(&key)
+                .plaintext(Blob::new(b"load"))
+                .send()
+                .await
+                .is_ok()
+            {
+                *acknowledged.lock().unwrap() += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = *acknowledged.lock().unwrap();
+    assert!(
+        acknowledged > 10,
+        "the load ran ({acknowledged} acknowledged)"
+    );
+    let (ok, report) = verify(&server);
+    assert!(ok, "{report}");
+    let encrypts = records(&server, &["--key", &key])
+        .iter()
+        .filter(|r| r["event_name"] == "Encrypt")
+        .count();
+    assert!(
+        encrypts >= acknowledged,
+        "{encrypts} records for {acknowledged} acknowledged Encrypts"
+    );
+
+    // The server restarts on the same log and keeps the chain going.
+    server.spawn().unwrap();
+    server
+        .client()
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    server.terminate();
+    assert!(verify(&server).0);
+}

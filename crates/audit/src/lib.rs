@@ -1,0 +1,162 @@
+//! The audit log: one record per request, allowed or denied, successful or failed (what
+//! CloudTrail gives AWS KMS users), in a form nobody can quietly edit.
+//!
+//! Format (`DIR/audit/audit.log`, version 1, FROZEN): JSON lines. Every line is one
+//! [`Record`]; its `prev` is the hex SHA-256 of the previous line's bytes (all zeros for the
+//! first), and `seq` counts from 1. Changing, removing or reordering a line breaks the chain
+//! at that point. Every [`DIGEST_EVERY`] records (and when the log closes) a digest record
+//! carries an HMAC-SHA256, made in the HSM, over its own `seq` and `prev`: the chain cannot be
+//! rebuilt by someone without the HSM. `head.json` names the newest digest, so cutting records
+//! off the end is detected too.
+
+mod chain;
+mod record;
+mod signer;
+mod writer;
+
+pub use chain::{VerifyReport, verify};
+pub use record::{Event, Record, SearchFilter, search};
+pub use signer::DigestSigner;
+pub use writer::AuditLog;
+
+/// Records between signed digests.
+pub const DIGEST_EVERY: u64 = 1000;
+pub const LOG_FILE: &str = "audit.log";
+pub const HEAD_FILE: &str = "head.json";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("audit log I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the audit log writer has stopped")]
+    WriterStopped,
+    #[error("audit digest key: {0}")]
+    Key(String),
+    #[error("the audit log is corrupt at line {line}: {detail}")]
+    Corrupt { line: u64, detail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use atrest_hsm::{SoftwareHsm, UnsealWith};
+
+    use super::*;
+
+    fn signer(dir: &Path) -> DigestSigner {
+        let (hsm, _) = SoftwareHsm::open(&dir.join("hsm"), &UnsealWith::DevKeyFile).unwrap();
+        DigestSigner::open(&dir.join("audit"), Arc::new(hsm)).unwrap()
+    }
+
+    async fn write_log(dir: &Path, count: usize) -> DigestSigner {
+        let signer = signer(dir);
+        let log = AuditLog::open(&dir.join("audit"), signer.clone()).unwrap();
+        for index in 0..count {
+            let event = Event {
+                event_source: "kms".into(),
+                event_name: "Encrypt".into(),
+                caller_arn: Some(format!("arn:aws:iam::000000000000:user/u{index}")),
+                request_id: format!("req-{index}"),
+                resources: vec![format!("arn:aws:kms:us-east-1:000000000000:key/k{index}")],
+                ..Event::default()
+            };
+            log.append(event).await.unwrap();
+        }
+        drop(log);
+        signer
+    }
+
+    fn lines(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("audit").join(LOG_FILE))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn rewrite(dir: &Path, lines: &[String]) {
+        std::fs::write(dir.join("audit").join(LOG_FILE), lines.join("\n") + "\n").unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_untouched_log_verifies_and_can_be_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_log(dir.path(), 5).await;
+        let report = verify(&dir.path().join("audit"), &signer).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.records, 5);
+        assert!(report.digests >= 1);
+        let filter = SearchFilter {
+            key: Some("k3".into()),
+            ..SearchFilter::default()
+        };
+        let found = search(&dir.path().join("audit").join(LOG_FILE), &filter).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].event.request_id, "req-3");
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_tampering_is_found_and_located() {
+        type Tamper = fn(&mut Vec<String>);
+        let cases: [(&str, Tamper, &str); 5] = [
+            (
+                "modified",
+                |lines| lines[1] = lines[1].replace("u1", "uX"),
+                "record 2 (line 2) was modified",
+            ),
+            (
+                "removed",
+                |lines| {
+                    lines.remove(2);
+                },
+                "records 3..3 are missing",
+            ),
+            ("reordered", |lines| lines.swap(1, 2), "out of order"),
+            ("truncated", |lines| lines.truncate(3), "truncated"),
+            (
+                "last line modified",
+                |lines| {
+                    let last = lines.len() - 1;
+                    lines[last] = lines[last].replace("AuditDigest", "AuditDigesT");
+                },
+                "modified",
+            ),
+        ];
+        for (name, tamper, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = write_log(dir.path(), 5).await;
+            let mut content = lines(dir.path());
+            tamper(&mut content);
+            rewrite(dir.path(), &content);
+            let report = verify(&dir.path().join("audit"), &signer).unwrap();
+            let problem = report.first_problem.unwrap_or_default();
+            assert!(problem.contains(expected), "{name}: {problem}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_from_a_crash_is_cut_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = write_log(dir.path(), 3).await;
+        let path = dir.path().join("audit").join(LOG_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"seq\":99,\"time\":\"2026-");
+        std::fs::write(&path, &bytes).unwrap();
+        let report = verify(&dir.path().join("audit"), &signer).unwrap();
+        assert!(report.ok() && report.torn_tail, "{report:?}");
+        let log = AuditLog::open(&dir.path().join("audit"), signer.clone()).unwrap();
+        log.append(Event {
+            event_name: "Decrypt".into(),
+            ..Event::default()
+        })
+        .await
+        .unwrap();
+        drop(log);
+        let report = verify(&dir.path().join("audit"), &signer).unwrap();
+        assert!(report.ok() && !report.torn_tail, "{report:?}");
+        assert_eq!(report.records, 4);
+    }
+}

@@ -1,0 +1,92 @@
+//! Building each request's audit record: who, from where, what, on which keys, with which
+//! encryption context, and with what outcome; parameters with every secret removed.
+
+use std::net::SocketAddr;
+
+use atrest_audit::Event;
+use atrest_kms::RequestContext;
+use hyper::http::request::Parts;
+use serde_json::Value;
+
+use crate::query::Params;
+
+/// Request members that carry plaintext, secrets or ciphertext: never recorded (CloudTrail
+/// omits the same ones).
+const SECRET_MEMBERS: [&str; 7] = [
+    "Plaintext",
+    "Message",
+    "CiphertextBlob",
+    "Mac",
+    "Signature",
+    "PrivateKeyPlaintext",
+    "SecretAccessKey",
+];
+
+pub fn start(
+    source: &str,
+    event_name: &str,
+    parts: &Parts,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Event {
+    Event {
+        event_source: source.to_owned(),
+        event_name: event_name.to_owned(),
+        access_key_id: signed_access_key(parts),
+        source_ip: Some(peer.ip().to_string()),
+        request_id: request_id.to_owned(),
+        ..Event::default()
+    }
+}
+
+/// The KMS JSON request, minus secret members; its encryption context(s) recorded apart.
+pub fn add_kms_parameters(event: &mut Event, body: &[u8]) {
+    let Ok(Value::Object(mut members)) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    for member in SECRET_MEMBERS {
+        members.remove(member);
+    }
+    let contexts: serde_json::Map<String, Value> = [
+        "EncryptionContext",
+        "SourceEncryptionContext",
+        "DestinationEncryptionContext",
+    ]
+    .iter()
+    .filter_map(|name| {
+        members
+            .get(*name)
+            .map(|value| ((*name).to_owned(), value.clone()))
+    })
+    .collect();
+    event.encryption_context = match contexts.len() {
+        0 => None,
+        1 if contexts.contains_key("EncryptionContext") => {
+            contexts.get("EncryptionContext").cloned()
+        }
+        _ => Some(Value::Object(contexts)),
+    };
+    event.request_parameters = Some(Value::Object(members));
+}
+
+/// Query-protocol parameters (IAM requests carry no secrets; responses are not recorded).
+pub fn add_query_parameters(event: &mut Event, params: &Params) {
+    event.event_name = params.get("Action").unwrap_or_default().to_owned();
+    event.request_parameters = Some(params.to_json_without(&["Action", "Version"]));
+}
+
+pub fn add_context(event: &mut Event, ctx: &RequestContext) {
+    event.caller_arn = Some(ctx.caller.arn.clone());
+    event.resources = ctx.resources();
+}
+
+fn signed_access_key(parts: &Parts) -> Option<String> {
+    let header = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    atrest_sigv4::parse_authorization(header)
+        .ok()
+        .map(|auth| auth.access_key_id.to_owned())
+}
