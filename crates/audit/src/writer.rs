@@ -17,6 +17,10 @@ use crate::{AuditError, DIGEST_EVERY, HEAD_FILE, LOG_FILE};
 
 /// At most this many records share one write and fsync.
 const MAX_BATCH: usize = 1024;
+/// The head is rewritten at most this often (and with every digest). Rewriting it after every
+/// batch cost more than the batch's fsync (a rename per batch); between rewrites, cutting off
+/// the newest records goes unnoticed until the next head, at most this long.
+const HEAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// A digest record is written at least this often while records arrive.
 const DIGEST_INTERVAL_SECONDS: u64 = 1;
 
@@ -25,7 +29,7 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Debug)]
 pub struct AuditLog {
     /// `None` only while dropping.
-    sender: Option<mpsc::Sender<(Event, Ack)>>,
+    sender: Option<mpsc::Sender<(Vec<u8>, Ack)>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -37,6 +41,28 @@ struct Writer {
     prev: String,
     since_digest: u64,
     last_digest: Instant,
+    clock: SecondClock,
+    last_head: Instant,
+}
+
+/// The current time as ISO 8601, formatted once per second rather than once per record.
+#[derive(Default)]
+struct SecondClock {
+    second: u64,
+    text: String,
+}
+
+impl SecondClock {
+    fn now(&mut self) -> &str {
+        let second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = atrest_sigv4::format_iso8601(i64::try_from(second).unwrap_or(i64::MAX));
+        }
+        &self.text
+    }
 }
 
 impl AuditLog {
@@ -53,8 +79,10 @@ impl AuditLog {
             prev,
             since_digest: 0,
             last_digest: Instant::now(),
+            clock: SecondClock::default(),
+            last_head: Instant::now(),
         };
-        let (sender, receiver) = mpsc::channel::<(Event, Ack)>();
+        let (sender, receiver) = mpsc::channel::<(Vec<u8>, Ack)>();
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(&receiver))?;
@@ -64,12 +92,14 @@ impl AuditLog {
         })
     }
 
-    /// Appends one record; returns once it is durable.
+    /// Appends one record; returns once it is durable. The event is serialized here, on the
+    /// caller's thread, so the single writer only stitches the chain fields around it.
     pub async fn append(&self, event: Event) -> Result<(), AuditError> {
+        let fields = event_fields(&event)?;
         let (ack, done) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(AuditError::WriterStopped)?;
         sender
-            .send((event, ack))
+            .send((fields, ack))
             .map_err(|_| AuditError::WriterStopped)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
@@ -90,7 +120,7 @@ impl Drop for AuditLog {
 }
 
 impl Writer {
-    fn run(&mut self, receiver: &mpsc::Receiver<(Event, Ack)>) {
+    fn run(&mut self, receiver: &mpsc::Receiver<(Vec<u8>, Ack)>) {
         while let Ok(first) = receiver.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -117,10 +147,10 @@ impl Writer {
         }
     }
 
-    fn commit<'a>(&mut self, events: impl Iterator<Item = &'a Event>) -> Result<(), AuditError> {
-        let mut buffer = Vec::with_capacity(4096);
-        for event in events {
-            self.push_record(&mut buffer, event.clone(), None)?;
+    fn commit<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), AuditError> {
+        let mut buffer = Vec::with_capacity(8192);
+        for fields in events {
+            self.push_line(&mut buffer, fields, None);
         }
         let digest_due = self.since_digest >= DIGEST_EVERY
             || self.last_digest.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS;
@@ -129,7 +159,10 @@ impl Writer {
         }
         self.file.write_all(&buffer)?;
         self.file.sync_data()?;
-        self.write_head()
+        if digest_due || self.last_head.elapsed() >= HEAD_INTERVAL {
+            self.write_head()?;
+        }
+        Ok(())
     }
 
     fn commit_digest_only(&mut self) -> Result<(), AuditError> {
@@ -140,27 +173,31 @@ impl Writer {
         self.write_head()
     }
 
-    fn push_record(
-        &mut self,
-        buffer: &mut Vec<u8>,
-        event: Event,
-        digest: Option<String>,
-    ) -> Result<(), AuditError> {
-        let record = Record {
-            seq: self.seq + 1,
-            time: now_iso8601(),
-            event,
-            digest,
-            prev: self.prev.clone(),
-        };
-        let mut line = serde_json::to_vec(&record)
-            .map_err(|error| AuditError::Io(std::io::Error::other(error)))?;
-        self.prev = line_hash(&line);
+    /// Writes `{"seq":N,"time":"T",<fields>,["digest":"D",]"prev":"H"}` and advances the chain:
+    /// the same JSON a [`Record`] serializes to, built without re-serializing the event.
+    fn push_line(&mut self, buffer: &mut Vec<u8>, fields: &[u8], digest: Option<&str>) {
+        let start = buffer.len();
+        buffer.extend_from_slice(b"{\"seq\":");
+        buffer.extend_from_slice((self.seq + 1).to_string().as_bytes());
+        buffer.extend_from_slice(b",\"time\":\"");
+        buffer.extend_from_slice(self.clock.now().as_bytes());
+        buffer.extend_from_slice(b"\",");
+        if !fields.is_empty() {
+            buffer.extend_from_slice(fields);
+            buffer.push(b',');
+        }
+        if let Some(digest) = digest {
+            buffer.extend_from_slice(b"\"digest\":\"");
+            buffer.extend_from_slice(digest.as_bytes());
+            buffer.extend_from_slice(b"\",");
+        }
+        buffer.extend_from_slice(b"\"prev\":\"");
+        buffer.extend_from_slice(self.prev.as_bytes());
+        buffer.extend_from_slice(b"\"}");
+        self.prev = line_hash(&buffer[start..]);
         self.seq += 1;
         self.since_digest += 1;
-        line.push(b'\n');
-        buffer.extend_from_slice(&line);
-        Ok(())
+        buffer.push(b'\n');
     }
 
     fn push_digest(&mut self, buffer: &mut Vec<u8>) -> Result<(), AuditError> {
@@ -170,14 +207,15 @@ impl Writer {
             event_name: "AuditDigest".into(),
             ..Event::default()
         };
-        self.push_record(buffer, event, Some(digest))?;
+        self.push_line(buffer, &event_fields(&event)?, Some(&digest));
         self.since_digest = 0;
         self.last_digest = Instant::now();
         Ok(())
     }
 
     /// Replaced atomically; not fsynced: after a crash a stale head only understates the log.
-    fn write_head(&self) -> Result<(), AuditError> {
+    fn write_head(&mut self) -> Result<(), AuditError> {
+        self.last_head = Instant::now();
         let head = Head {
             seq: self.seq,
             hash: self.prev.clone(),
@@ -232,9 +270,11 @@ fn recover(path: &Path) -> Result<(File, u64, String), AuditError> {
     Ok((file, seq, prev))
 }
 
-fn now_iso8601() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    atrest_sigv4::format_iso8601(i64::try_from(seconds).unwrap_or(i64::MAX))
+/// The event's JSON members without the enclosing braces.
+fn event_fields(event: &Event) -> Result<Vec<u8>, AuditError> {
+    let mut json =
+        serde_json::to_vec(event).map_err(|error| AuditError::Io(std::io::Error::other(error)))?;
+    json.pop();
+    json.remove(0);
+    Ok(json)
 }
