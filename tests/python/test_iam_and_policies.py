@@ -166,3 +166,63 @@ def test_inactive_keys_lose_access_at_once(server, kms):
     assert error_code(excinfo) == "UnrecognizedClientException"
     iam.update_access_key(UserName="temp", AccessKeyId=key["AccessKeyId"], Status="Active")
     temp.encrypt(KeyId=key_id, Plaintext=b"active again")
+
+
+def test_grants_allow_within_their_constraints_and_can_be_retired(server, kms):
+    iam = server.client("iam")
+    grantee = make_user(server, iam, "grantee")
+    make_user(server, iam, "retirer")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    acme = {"tenant": "acme"}
+    expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext=acme))
+
+    grant = kms.create_grant(
+        KeyId=key,
+        GranteePrincipal=user_arn("grantee"),
+        RetiringPrincipal=user_arn("retirer"),
+        Operations=["Encrypt", "Decrypt", "GenerateDataKey", "RetireGrant"],
+        Constraints={"EncryptionContextSubset": acme},
+        Name="acme-app",
+    )
+    # Usable at once, with or without the token.
+    blob = grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext=acme, GrantTokens=[grant["GrantToken"]])["CiphertextBlob"]
+    grantee.decrypt(CiphertextBlob=blob, EncryptionContext=acme)
+    grantee.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext={**acme, "extra": "pair"})
+    expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"x"))
+    expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"tenant": "evil"}))
+    expect("deny", lambda: grantee.schedule_key_deletion(KeyId=key, PendingWindowInDays=7))
+
+    again = kms.create_grant(KeyId=key, GranteePrincipal=user_arn("grantee"), RetiringPrincipal=user_arn("retirer"),
+                             Operations=["Encrypt", "Decrypt", "GenerateDataKey", "RetireGrant"],
+                             Constraints={"EncryptionContextSubset": acme}, Name="acme-app")
+    assert again["GrantId"] == grant["GrantId"], "same name and terms: the same grant"
+    listed = kms.list_grants(KeyId=key)["Grants"]
+    assert [g["GrantId"] for g in listed] == [grant["GrantId"]]
+    assert listed[0]["Constraints"] == {"EncryptionContextSubset": acme}
+    retirable = kms.list_retirable_grants(RetiringPrincipal=user_arn("retirer"))["Grants"]
+    assert [g["GrantId"] for g in retirable] == [grant["GrantId"]]
+
+    with pytest.raises(ClientError) as excinfo:
+        kms.retire_grant(GrantToken="AQnot-a-token")
+    assert error_code(excinfo) == "InvalidGrantTokenException"
+    grantee.retire_grant(GrantToken=grant["GrantToken"])
+    expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext=acme))
+    assert kms.list_grants(KeyId=key)["Grants"] == []
+
+
+def test_revoked_grants_and_explicit_denies_win(server, kms):
+    iam = server.client("iam")
+    grantee = make_user(server, iam, "grantee2")
+    policy = key_policy(statement("Deny", user_arn("grantee2"), "kms:Decrypt"))
+    key = kms.create_key(Policy=policy)["KeyMetadata"]["KeyId"]
+    grant = kms.create_grant(KeyId=key, GranteePrincipal=user_arn("grantee2"), Operations=["Encrypt", "Decrypt"])
+    blob = grantee.encrypt(KeyId=key, Plaintext=b"granted")["CiphertextBlob"]
+    expect("deny", lambda: grantee.decrypt(CiphertextBlob=blob))  # the key policy's Deny beats the grant
+    kms.revoke_grant(KeyId=key, GrantId=grant["GrantId"])
+    expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"revoked"))
+    with pytest.raises(ClientError) as excinfo:
+        kms.revoke_grant(KeyId=key, GrantId=grant["GrantId"])
+    assert error_code(excinfo) == "InvalidGrantIdException"
+    with pytest.raises(ClientError) as excinfo:
+        kms.create_grant(KeyId=key, GranteePrincipal=user_arn("grantee2"), Operations=["Fly"])
+    assert error_code(excinfo) == "ValidationException"

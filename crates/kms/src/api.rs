@@ -486,6 +486,67 @@ pub struct ListKeyPoliciesResponse {
     pub truncated: bool,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateGrantRequest {
+    pub key_id: String,
+    pub grantee_principal: String,
+    #[serde(default)]
+    pub retiring_principal: Option<String>,
+    pub operations: Vec<String>,
+    #[serde(default)]
+    pub constraints: Option<crate::model::GrantConstraints>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateGrantResponse {
+    pub grant_token: String,
+    pub grant_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GrantRequest {
+    pub key_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub grant_token: Option<String>,
+    pub grantee_principal: Option<String>,
+    pub retiring_principal: Option<String>,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GrantListEntry {
+    pub key_id: String,
+    pub grant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub creation_date: i64,
+    pub grantee_principal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_principal: Option<String>,
+    pub issuing_account: String,
+    pub operations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<crate::model::GrantConstraints>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListGrantsResponse {
+    pub grants: Vec<GrantListEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
 /// Operations whose response has no members answer `{}`.
 #[derive(Debug, Serialize)]
 pub struct Empty {}

@@ -126,6 +126,11 @@ impl Kms {
                 &resource,
                 "with an explicit deny in a resource-based policy",
             )),
+            Decision::ImplicitDeny
+                if self.grant_allows(ctx, action, record, || request_context(&facts_of())) =>
+            {
+                Ok(())
+            }
             Decision::ImplicitDeny => Err(access_denied(
                 &ctx.caller,
                 action,
@@ -296,7 +301,23 @@ pub(crate) fn encryption_context_facts(context: &crate::api::EncryptionContext) 
     if !context.is_empty() {
         facts.set_many("kms:EncryptionContextKeys", context.keys().cloned());
     }
+    // Condition keys are case-insensitive, context keys are not: grant constraints read the
+    // context exactly as sent from here.
+    if let Ok(json) = serde_json::to_string(context) {
+        facts.set(EXACT_CONTEXT, json);
+    }
     facts
+}
+
+const EXACT_CONTEXT: &str = "atrest:EncryptionContextJson";
+
+/// The request's encryption context as the operation's facts carry it (empty if none).
+fn request_context(facts: &Context) -> crate::api::EncryptionContext {
+    facts
+        .get(EXACT_CONTEXT)
+        .and_then(|values| values.first())
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 /// AWS's default key policy: the account (its root, and through it IAM) may do everything.

@@ -18,6 +18,10 @@ pub enum KmsError {
     InvalidAliasName(String),
     #[error("{0}")]
     InvalidArn(String),
+    #[error("{0}")]
+    InvalidGrantId(String),
+    #[error("{0}")]
+    InvalidGrantToken(String),
     /// Deliberately carries no detail beyond a fixed message: no decryption oracle.
     #[error("")]
     InvalidCiphertext,

@@ -192,6 +192,51 @@ pub struct KeyRecord {
     /// The key policy document as the caller supplied it; `None` means AWS's default policy.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Grants on this key; they go when the key is deleted.
+    #[serde(default)]
+    pub grants: Vec<GrantRecord>,
+}
+
+/// A grant: permission for one principal to use the key for some operations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grant_id: String,
+    /// Opaque token returned by CreateGrant; RetireGrant accepts it.
+    pub token: String,
+    pub name: Option<String>,
+    pub grantee: String,
+    pub retiring: Option<String>,
+    /// Operation names as AWS spells them (`Encrypt`, `ReEncryptFrom`, ...).
+    pub operations: Vec<String>,
+    pub constraints: Option<GrantConstraints>,
+    pub issuing_account: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct GrantConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<BTreeMap<String, String>>,
+}
+
+impl GrantConstraints {
+    /// AWS: `EncryptionContextEquals` needs the request's context to be exactly the given
+    /// pairs; `EncryptionContextSubset` needs it to contain them.
+    pub fn allow(&self, context: &BTreeMap<String, String>) -> bool {
+        let equals = self
+            .encryption_context_equals
+            .as_ref()
+            .is_none_or(|pairs| pairs == context);
+        let subset = self.encryption_context_subset.as_ref().is_none_or(|pairs| {
+            pairs
+                .iter()
+                .all(|(key, value)| context.get(key) == Some(value))
+        });
+        equals && subset
+    }
 }
 
 impl KeyRecord {

@@ -225,8 +225,8 @@ async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
         .unwrap_err();
     assert_eq!(error_code(&error), "UnsupportedOperationException");
     let error = kms
-        .list_retirable_grants()
-        .retiring_principal("arn:aws:iam::000000000000:root")
+        .import_key_material()
+        .key_id("alias/x")
         .send()
         .await
         .unwrap_err();

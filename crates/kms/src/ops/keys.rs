@@ -95,6 +95,7 @@ impl Kms {
             on_demand_rotation_started: None,
             tags,
             policy: request.policy,
+            grants: Vec::new(),
         };
         if let Some(text) = &record.policy {
             let policy = self.parsed_policy(text, true)?;

@@ -3,6 +3,7 @@
 mod aliases;
 mod asymmetric;
 mod cryptography;
+mod grants;
 mod keys;
 mod policies;
 mod rotation;

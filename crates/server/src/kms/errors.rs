@@ -75,6 +75,8 @@ impl From<KmsError> for WireError {
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
             KmsError::InvalidArn(_) => "InvalidArnException",
             KmsError::InvalidCiphertext => "InvalidCiphertextException",
+            KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
             KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             KmsError::InvalidMarker(_) => "InvalidMarkerException",
             KmsError::InvalidState(_) => "KMSInvalidStateException",

@@ -31,6 +31,9 @@ pub fn is_mutating(operation: &str) -> bool {
             | "TagResource"
             | "UntagResource"
             | "PutKeyPolicy"
+            | "CreateGrant"
+            | "RetireGrant"
+            | "RevokeGrant"
     )
 }
 
@@ -86,6 +89,11 @@ pub fn dispatch(
         "TagResource" => no_content!(tag_resource),
         "UntagResource" => no_content!(untag_resource),
         "ListResourceTags" => respond!(list_resource_tags),
+        "CreateGrant" => respond!(create_grant),
+        "ListGrants" => respond!(list_grants),
+        "ListRetirableGrants" => respond!(list_retirable_grants),
+        "RetireGrant" => no_content!(retire_grant),
+        "RevokeGrant" => no_content!(revoke_grant),
         "GetKeyPolicy" => respond!(get_key_policy),
         "PutKeyPolicy" => no_content!(put_key_policy),
         "ListKeyPolicies" => respond!(list_key_policies),
