@@ -112,7 +112,7 @@ def test_authorization_matrix(server, kms):
     explicitly_denied = make_user(server, iam, "denied", ALLOW_ALL_KMS)
     context_bound = make_user(server, iam, "ctxuser")
     actions = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*",
-               "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"]
+               "kms:CreateGrant", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"]
     policy = key_policy(
         statement("Allow", user_arn("keyuser"), actions),
         statement("Deny", user_arn("denied"), "kms:*"),
@@ -130,6 +130,7 @@ def test_authorization_matrix(server, kms):
         expect(outcome, lambda: client.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=acme))
         expect(outcome, lambda: client.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext=acme,
                                                   DestinationKeyId=other, DestinationEncryptionContext=acme))
+        expect(outcome, lambda: client.create_grant(KeyId=key, GranteePrincipal=user_arn("nobody"), Operations=["DescribeKey"]))
         expect(outcome, lambda: client.put_key_policy(KeyId=key, PolicyName="default", Policy=policy))
 
     # The condition binds ctxuser to one tenant.
