@@ -387,14 +387,8 @@ fn user(name: &str, record: UserRecord) -> IamUser {
     }
 }
 
-/// IAM policy names: 1–128 characters of `[\w+=,.@-]`.
 fn validate_policy_name(name: &str) -> Result<(), IamError> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if valid {
+    if crate::principals::is_iam_name(name, 128) {
         Ok(())
     } else {
         Err(IamError::InvalidInput(format!(

@@ -199,14 +199,17 @@ fn secret_label(access_key_id: &str) -> Vec<u8> {
     format!("sigv4-secret:{access_key_id}").into_bytes()
 }
 
-/// IAM user names: 1–64 characters of `[\w+=,.@-]`.
-pub(crate) fn validate_user_name(name: &str) -> Result<(), KmsError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
+/// IAM names (users, policies): 1 to `max` characters of `[\w+=,.@-]`.
+pub(crate) fn is_iam_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
-    if valid {
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+}
+
+pub(crate) fn validate_user_name(name: &str) -> Result<(), KmsError> {
+    if is_iam_name(name, 64) {
         Ok(())
     } else {
         Err(KmsError::Validation(format!(

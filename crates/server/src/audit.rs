@@ -32,7 +32,7 @@ pub fn start(
     Event {
         event_source: source.to_owned(),
         event_name: event_name.to_owned(),
-        access_key_id: signed_access_key(parts),
+        access_key_id: signed_scope(parts).map(|(access_key_id, _)| access_key_id),
         source_ip: Some(peer.ip().to_string()),
         request_id: request_id.to_owned(),
         ..Event::default()
@@ -80,13 +80,13 @@ pub fn add_context(event: &mut Event, ctx: &RequestContext) {
     event.resources = ctx.resources();
 }
 
-fn signed_access_key(parts: &Parts) -> Option<String> {
+/// The access key id and service a request was signed with, if it is signed at all.
+pub fn signed_scope(parts: &Parts) -> Option<(String, String)> {
     let header = parts
         .headers
         .get(hyper::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    atrest_sigv4::parse_authorization(header)
-        .ok()
-        .map(|auth| auth.access_key_id.to_owned())
+    let auth = atrest_sigv4::parse_authorization(header).ok()?;
+    Some((auth.access_key_id.to_owned(), auth.service.to_owned()))
 }

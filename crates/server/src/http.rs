@@ -132,7 +132,7 @@ async fn query_request(
     request_id: &str,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let service = signed_service(&parts);
+    let service = audit::signed_scope(&parts).map(|(_, service)| service);
     let namespace = if service.as_deref() == Some("sts") {
         xml::STS_NAMESPACE
     } else {
@@ -232,18 +232,6 @@ async fn audited(
             kms_error(&error)
         }
     }
-}
-
-/// The service named in the request's SigV4 credential scope, if it is signed at all.
-fn signed_service(parts: &hyper::http::request::Parts) -> Option<String> {
-    let header = parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    atrest_sigv4::parse_authorization(header)
-        .ok()
-        .map(|auth| auth.service.to_owned())
 }
 
 fn query_error(error: &QueryError, namespace: &str, request_id: &str) -> Response<Full<Bytes>> {

@@ -1,27 +1,11 @@
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 #[tokio::test]
 async fn aliases_name_keys_everywhere_aws_accepts_them() {
     let server = Server::start();
     let kms = server.client();
-    let first = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
-    let second = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let first = new_key(&kms).await;
+    let second = new_key(&kms).await;
 
     kms.create_alias()
         .alias_name("alias/app")

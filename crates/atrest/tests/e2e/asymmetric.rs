@@ -4,7 +4,7 @@ use aws_sdk_kms::types::{
     SigningAlgorithmSpec,
 };
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 #[tokio::test]
 async fn signing_keys_sign_and_verify_with_every_aws_algorithm() {
@@ -174,15 +174,7 @@ async fn digest_messages_and_signing_errors() {
         .unwrap_err();
     assert_eq!(error_code(&error), "InvalidKeyUsageException");
 
-    let symmetric = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let symmetric = new_key(&kms).await;
     let error = kms
         .get_public_key()
         .key_id(&symmetric)
@@ -312,15 +304,7 @@ async fn rsa_encryption_keys_use_oaep() {
 async fn data_key_pairs_are_wrapped_under_a_symmetric_key() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let mut private_keys = Vec::new();
     for spec in [
         DataKeyPairSpec::Rsa2048,

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{ROOT_ACCESS_KEY, Server, error_code, raw_request};
+use crate::harness::{ROOT_ACCESS_KEY, Server, error_code, new_key, raw_request};
 
 fn records(server: &Server, filters: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["audit", "search"];
@@ -32,15 +32,7 @@ fn verify(server: &Server) -> (bool, String) {
 async fn every_request_is_recorded_without_secrets() {
     let mut server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let secret = b"audited plaintext that must never be logged";
     let encrypted = kms
         .encrypt()

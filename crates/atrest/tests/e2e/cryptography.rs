@@ -1,7 +1,7 @@
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 const SECRET: &[u8] = b"the quarterly numbers are 42 and 17";
 
@@ -9,15 +9,7 @@ const SECRET: &[u8] = b"the quarterly numbers are 42 and 17";
 async fn encryption_context_is_bound_exactly() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let encrypted = kms
         .encrypt()
         .key_id(&key)
@@ -65,15 +57,7 @@ async fn encryption_context_is_bound_exactly() {
         assert_eq!(error_code(&error), "InvalidCiphertextException");
     }
 
-    let other = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let other = new_key(&kms).await;
     let error = kms
         .decrypt()
         .ciphertext_blob(blob)
@@ -91,15 +75,7 @@ async fn encryption_context_is_bound_exactly() {
 async fn every_changed_byte_of_a_ciphertext_is_rejected() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let blob = kms
         .encrypt()
         .key_id(&key)
@@ -145,15 +121,7 @@ async fn every_changed_byte_of_a_ciphertext_is_rejected() {
 async fn plaintext_limits_match_aws() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     kms.encrypt()
         .key_id(&key)
         .plaintext(Blob::new(vec![7u8; 4096]))
@@ -183,24 +151,8 @@ async fn plaintext_limits_match_aws() {
 async fn re_encrypt_moves_ciphertext_between_keys_and_contexts() {
     let server = Server::start();
     let kms = server.client();
-    let source = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
-    let destination = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let source = new_key(&kms).await;
+    let destination = new_key(&kms).await;
     let blob = kms
         .encrypt()
         .key_id(&source)
@@ -238,15 +190,7 @@ async fn re_encrypt_moves_ciphertext_between_keys_and_contexts() {
 async fn data_keys_are_envelope_encrypted_and_never_stored() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let mut plaintexts = Vec::new();
     for (spec, bytes, expected) in [
         (Some(DataKeySpec::Aes256), None, 32),

@@ -219,6 +219,18 @@ pub fn raw_request(port: u16, request: &str) -> Option<String> {
     Some(response)
 }
 
+/// Creates a symmetric key with default settings and returns its id.
+pub async fn new_key(kms: &Client) -> String {
+    kms.create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
 /// The AWS error code of an SDK error, e.g. "NotFoundException".
 pub fn error_code<E, R>(error: &aws_sdk_kms::error::SdkError<E, R>) -> String
 where

@@ -1,6 +1,6 @@
 use aws_sdk_kms::types::{KeyState, Tag};
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 #[tokio::test]
 async fn key_lifecycle_follows_aws_states() {
@@ -119,16 +119,7 @@ async fn list_keys_pages_and_unknown_keys_are_not_found() {
     let kms = server.client();
     let mut created = Vec::new();
     for _ in 0..5 {
-        created.push(
-            kms.create_key()
-                .send()
-                .await
-                .unwrap()
-                .key_metadata()
-                .unwrap()
-                .key_id()
-                .to_owned(),
-        );
+        created.push(new_key(&kms).await);
     }
     let mut seen = Vec::new();
     let mut marker = None;
@@ -237,15 +228,7 @@ async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
 async fn tags_are_added_replaced_removed_and_limited() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let tag = |key: &str, value: &str| {
         Tag::builder()
             .tag_key(key)

@@ -1,7 +1,7 @@
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MacAlgorithmSpec};
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 #[tokio::test]
 async fn hmac_keys_generate_and_verify_macs() {
@@ -89,15 +89,7 @@ async fn hmac_keys_generate_and_verify_macs() {
         .await
         .unwrap_err();
     assert_eq!(error_code(&error), "InvalidKeyUsageException");
-    let symmetric = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let symmetric = new_key(&kms).await;
     let error = kms
         .generate_mac()
         .key_id(&symmetric)

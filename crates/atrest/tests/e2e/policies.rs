@@ -1,6 +1,6 @@
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 const ROOT: &str = "arn:aws:iam::000000000000:root";
 
@@ -32,15 +32,7 @@ fn deny(principal: &str, actions: &str) -> String {
 async fn the_default_policy_is_awss_and_there_is_only_one() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let got = kms
         .get_key_policy()
         .key_id(&key)
@@ -67,15 +59,7 @@ async fn the_default_policy_is_awss_and_there_is_only_one() {
 async fn malformed_policies_and_lockouts_are_refused() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     for bad in [
         "not json".to_owned(),
         r#"{"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}"#.to_owned(),

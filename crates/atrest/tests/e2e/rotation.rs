@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::RotationType;
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 const DAY: i64 = 86_400;
 
@@ -11,15 +11,7 @@ const DAY: i64 = 86_400;
 async fn on_demand_rotation_keeps_old_ciphertext_decryptable() {
     let server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let before = kms
         .encrypt()
         .key_id(&key)
@@ -119,15 +111,7 @@ async fn on_demand_rotation_keeps_old_ciphertext_decryptable() {
 async fn automatic_rotation_happens_when_due() {
     let mut server = Server::start();
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let old = kms
         .encrypt()
         .key_id(&key)
@@ -184,24 +168,8 @@ async fn automatic_rotation_happens_when_due() {
 async fn deletion_destroys_the_key_when_the_window_passes() {
     let mut server = Server::start();
     let kms = server.client();
-    let doomed = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
-    let kept = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let doomed = new_key(&kms).await;
+    let kept = new_key(&kms).await;
     kms.create_alias()
         .alias_name("alias/doomed")
         .target_key_id(&doomed)

@@ -1,29 +1,13 @@
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, new_key};
 
 #[tokio::test]
 async fn a_flipped_byte_in_a_stored_wrapped_key_breaks_only_that_key() {
     let mut server = Server::start();
     let kms = server.client();
-    let victim = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
-    let bystander = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let victim = new_key(&kms).await;
+    let bystander = new_key(&kms).await;
     let blob = kms
         .encrypt()
         .key_id(&victim)
@@ -130,15 +114,7 @@ async fn zeroize_makes_every_key_unrecoverable_and_the_server_says_so() {
 async fn a_passphrase_sealed_keystore_needs_its_passphrase() {
     let mut server = Server::start_with_env(&[("ATREST_HSM_PASSPHRASE", "correct horse battery")]);
     let kms = server.client();
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned();
+    let key = new_key(&kms).await;
     let blob = kms
         .encrypt()
         .key_id(&key)
