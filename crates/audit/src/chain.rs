@@ -20,6 +20,12 @@ pub(crate) struct Head {
     pub hmac: String,
 }
 
+/// The log's records: everything before the zero padding (JSON text never holds a NUL byte).
+pub(crate) fn content(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
 pub(crate) fn line_hash(line: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, line))
 }
@@ -48,6 +54,7 @@ pub fn verify(dir: &Path, signer: &DigestSigner) -> Result<VerifyReport, AuditEr
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(error) => return Err(error.into()),
     };
+    let bytes = content(&bytes);
     let mut report = VerifyReport::default();
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(end) => &bytes[..=end],

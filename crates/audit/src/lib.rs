@@ -70,7 +70,8 @@ mod tests {
     }
 
     fn lines(dir: &Path) -> Vec<String> {
-        std::fs::read_to_string(dir.join("audit").join(LOG_FILE))
+        let bytes = std::fs::read(dir.join("audit").join(LOG_FILE)).unwrap();
+        String::from_utf8(chain::content(&bytes).to_vec())
             .unwrap()
             .lines()
             .map(str::to_owned)
@@ -143,7 +144,11 @@ mod tests {
         let signer = write_log(dir.path(), 3).await;
         let path = dir.path().join("audit").join(LOG_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(b"{\"seq\":99,\"time\":\"2026-");
+        let end = chain::content(&bytes).len();
+        // A batch torn by a crash: part of a record, then a hole, then a stray later page.
+        let torn = b"{\"seq\":99,\"time\":\"2026-";
+        bytes[end..end + torn.len()].copy_from_slice(torn);
+        bytes[end + 4096..end + 4096 + 5].copy_from_slice(b"stray");
         std::fs::write(&path, &bytes).unwrap();
         let report = verify(&dir.path().join("audit"), &signer).unwrap();
         assert!(report.ok() && report.torn_tail, "{report:?}");

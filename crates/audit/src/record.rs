@@ -97,7 +97,8 @@ pub fn search(
     path: &std::path::Path,
     filter: &SearchFilter,
 ) -> Result<Vec<Record>, crate::AuditError> {
-    let text = std::fs::read_to_string(path)?;
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8_lossy(crate::chain::content(&bytes)).into_owned();
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str::<Record>(line).ok())

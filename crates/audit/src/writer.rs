@@ -3,7 +3,8 @@
 //! response is sent. The head is rewritten after every batch.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +16,8 @@ use crate::record::{Event, Record};
 use crate::signer::DigestSigner;
 use crate::{AuditError, DIGEST_EVERY, HEAD_FILE, LOG_FILE};
 
+/// The log grows in zero-filled steps of this size.
+const PREALLOCATE: u64 = 4 << 20;
 /// At most this many records share one write and fsync.
 const MAX_BATCH: usize = 1024;
 /// The head is rewritten at most this often (and with every digest). Rewriting it after every
@@ -35,6 +38,10 @@ pub struct AuditLog {
 
 struct Writer {
     file: File,
+    /// Where the next record goes: the log is preallocated with zeros past it.
+    end: u64,
+    /// File length (records plus zero padding).
+    allocated: u64,
     dir: PathBuf,
     signer: DigestSigner,
     seq: u64,
@@ -70,9 +77,17 @@ impl AuditLog {
     /// the writer thread.
     pub fn open(dir: &Path, signer: DigestSigner) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)?;
-        let (file, seq, prev) = recover(&dir.join(LOG_FILE))?;
+        let Recovered {
+            file,
+            seq,
+            prev,
+            end,
+            allocated,
+        } = recover(&dir.join(LOG_FILE))?;
         let mut writer = Writer {
             file,
+            end,
+            allocated,
             dir: dir.to_path_buf(),
             signer,
             seq,
@@ -157,7 +172,7 @@ impl Writer {
         if digest_due {
             self.push_digest(&mut buffer)?;
         }
-        self.file.write_all(&buffer)?;
+        self.write_at_end(&buffer)?;
         self.file.sync_data()?;
         if digest_due || self.last_head.elapsed() >= HEAD_INTERVAL {
             self.write_head()?;
@@ -168,9 +183,26 @@ impl Writer {
     fn commit_digest_only(&mut self) -> Result<(), AuditError> {
         let mut buffer = Vec::new();
         self.push_digest(&mut buffer)?;
-        self.file.write_all(&buffer)?;
+        self.write_at_end(&buffer)?;
         self.file.sync_data()?;
         self.write_head()
+    }
+
+    /// Writes `buffer` over the zero padding at the end, extending the padding first when it is
+    /// short. Overwriting blocks that already exist lets `fdatasync` skip the metadata journal
+    /// commit an append needs (measured here: 144 µs against 424 µs for 8 KiB).
+    fn write_at_end(&mut self, buffer: &[u8]) -> Result<(), AuditError> {
+        let needed = self.end + buffer.len() as u64;
+        if needed > self.allocated {
+            let grown = needed.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let zeros = vec![0u8; usize::try_from(grown - self.allocated).unwrap_or(0)];
+            self.file.write_all_at(&zeros, self.allocated)?;
+            self.file.sync_all()?;
+            self.allocated = grown;
+        }
+        self.file.write_all_at(buffer, self.end)?;
+        self.end = needed;
+        Ok(())
     }
 
     /// Writes `{"seq":N,"time":"T",<fields>,["digest":"D",]"prev":"H"}` and advances the chain:
@@ -230,8 +262,10 @@ impl Writer {
     }
 }
 
-/// Opens the log for appending after its last complete line, returning the chain state there.
-fn recover(path: &Path) -> Result<(File, u64, String), AuditError> {
+/// Opens the log for writing after its last complete line, returning the chain state there.
+/// Anything after that line (a batch torn by a crash, which was never acknowledged) is zeroed,
+/// so it can never be read as records once new ones are written over it.
+fn recover(path: &Path) -> Result<Recovered, AuditError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -240,19 +274,20 @@ fn recover(path: &Path) -> Result<(File, u64, String), AuditError> {
         .open(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    let end = bytes
+    let content = crate::chain::content(&bytes);
+    let end = content
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(0, |index| index + 1);
-    if end < bytes.len() {
+    let garbage = bytes[end..].iter().any(|b| *b != 0);
+    if garbage {
         tracing::warn!(
-            dropped = bytes.len() - end,
-            "cutting an incomplete audit record left by a crash"
+            dropped = content.len() - end,
+            "zeroing an incomplete audit batch left by a crash"
         );
-        file.set_len(end as u64)?;
+        file.write_all_at(&vec![0u8; bytes.len() - end], end as u64)?;
         file.sync_data()?;
     }
-    file.seek(SeekFrom::Start(end as u64))?;
     let last = bytes[..end]
         .split(|b| *b == b'\n')
         .rfind(|line| !line.is_empty());
@@ -267,7 +302,21 @@ fn recover(path: &Path) -> Result<(File, u64, String), AuditError> {
             (record.seq, line_hash(line))
         }
     };
-    Ok((file, seq, prev))
+    Ok(Recovered {
+        file,
+        seq,
+        prev,
+        end: end as u64,
+        allocated: bytes.len() as u64,
+    })
+}
+
+struct Recovered {
+    file: File,
+    seq: u64,
+    prev: String,
+    end: u64,
+    allocated: u64,
 }
 
 /// The event's JSON members without the enclosing braces.

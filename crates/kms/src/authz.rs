@@ -96,7 +96,10 @@ impl Kms {
             if let Some(alias) = request_alias {
                 facts.set("kms:RequestAlias", alias);
             }
-            self.add_global_facts(ctx, &mut facts);
+            let wanted = |key: &str| {
+                key_policy.mentions(key) || identity.iter().any(|policy| policy.mentions(key))
+            };
+            self.add_global_facts(ctx, &mut facts, &wanted);
             facts.set("kms:KeySpec", record.key_spec.name());
             facts.set("kms:KeyUsage", record.key_usage.name());
             facts.set("kms:KeyOrigin", "AWS_KMS");
@@ -147,7 +150,7 @@ impl Kms {
         action: &str,
     ) -> Result<(), KmsError> {
         let mut facts = Context::new();
-        self.add_global_facts(ctx, &mut facts);
+        self.add_global_facts(ctx, &mut facts, &|_| true);
         let identity = self.identity_policies_of(&ctx.caller)?;
         let principal = principal(&ctx.caller);
         let request = RequestFacts {
@@ -181,7 +184,7 @@ impl Kms {
         policy: &Policy,
     ) -> Result<(), KmsError> {
         let mut facts = Context::new();
-        self.add_global_facts(ctx, &mut facts);
+        self.add_global_facts(ctx, &mut facts, &|_| true);
         let identity = self.identity_policies_of(&ctx.caller)?;
         let principal = principal(&ctx.caller);
         let resource = self.key_arn(&record.key_id);
@@ -261,34 +264,60 @@ impl Kms {
             .collect()
     }
 
-    fn add_global_facts(&self, ctx: &RequestContext, facts: &mut Context) {
+    /// Adds the global condition keys `wanted` asks for (keys given in lower case).
+    fn add_global_facts(
+        &self,
+        ctx: &RequestContext,
+        facts: &mut Context,
+        wanted: &dyn Fn(&str) -> bool,
+    ) {
         let caller = &ctx.caller;
-        facts.set("aws:PrincipalArn", caller.arn.clone());
-        facts.set("aws:PrincipalAccount", caller.account.clone());
-        facts.set("kms:CallerAccount", caller.account.clone());
-        match caller.user_name() {
-            Some(name) => {
-                facts.set("aws:PrincipalType", "User");
-                facts.set("aws:username", name);
-            }
-            None => {
-                facts.set("aws:PrincipalType", "Account");
-            }
+        if wanted("aws:principalarn") {
+            facts.set("aws:PrincipalArn", caller.arn.clone());
         }
-        if let Some(ip) = &ctx.source_ip {
+        if wanted("aws:principalaccount") {
+            facts.set("aws:PrincipalAccount", caller.account.clone());
+        }
+        if wanted("kms:calleraccount") {
+            facts.set("kms:CallerAccount", caller.account.clone());
+        }
+        if wanted("aws:principaltype") {
+            facts.set(
+                "aws:PrincipalType",
+                if caller.user_name().is_some() {
+                    "User"
+                } else {
+                    "Account"
+                },
+            );
+        }
+        if let Some(name) = caller.user_name()
+            && wanted("aws:username")
+        {
+            facts.set("aws:username", name);
+        }
+        if let Some(ip) = &ctx.source_ip
+            && wanted("aws:sourceip")
+        {
             facts.set("aws:SourceIp", ip.clone());
         }
-        facts.set(
-            "aws:SecureTransport",
-            if ctx.secure_transport {
-                "true"
-            } else {
-                "false"
-            },
-        );
+        if wanted("aws:securetransport") {
+            facts.set(
+                "aws:SecureTransport",
+                if ctx.secure_transport {
+                    "true"
+                } else {
+                    "false"
+                },
+            );
+        }
         let now = self.clock.now();
-        facts.set("aws:CurrentTime", atrest_sigv4::format_iso8601(now));
-        facts.set("aws:EpochTime", now.to_string());
+        if wanted("aws:currenttime") {
+            facts.set("aws:CurrentTime", current_time_text(now));
+        }
+        if wanted("aws:epochtime") {
+            facts.set("aws:EpochTime", now.to_string());
+        }
     }
 }
 
@@ -302,22 +331,27 @@ pub(crate) fn encryption_context_facts(context: &crate::api::EncryptionContext) 
         facts.set_many("kms:EncryptionContextKeys", context.keys().cloned());
     }
     // Condition keys are case-insensitive, context keys are not: grant constraints read the
-    // context exactly as sent from here.
-    if let Ok(json) = serde_json::to_string(context) {
-        facts.set(EXACT_CONTEXT, json);
+    // context exactly as sent from the attributes.
+    for (key, value) in context {
+        facts.set_attribute(key, value);
     }
     facts
 }
 
-const EXACT_CONTEXT: &str = "atrest:EncryptionContextJson";
-
 /// The request's encryption context as the operation's facts carry it (empty if none).
 fn request_context(facts: &Context) -> crate::api::EncryptionContext {
-    facts
-        .get(EXACT_CONTEXT)
-        .and_then(|values| values.first())
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default()
+    facts.attributes().clone()
+}
+
+/// `aws:CurrentTime` as ISO 8601, formatted once per second rather than once per request.
+fn current_time_text(now: i64) -> String {
+    static CACHE: std::sync::Mutex<(i64, String)> =
+        std::sync::Mutex::new((i64::MIN, String::new()));
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.0 != now {
+        *cache = (now, atrest_sigv4::format_iso8601(now));
+    }
+    cache.1.clone()
 }
 
 /// AWS's default key policy: the account (its root, and through it IAM) may do everything.

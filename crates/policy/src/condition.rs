@@ -94,7 +94,7 @@ impl Condition {
             negated,
             qualifier,
             if_exists,
-            key: key.to_owned(),
+            key: key.to_ascii_lowercase(),
             values,
         })
     }

@@ -149,7 +149,11 @@ impl Policy {
 
     /// Whether any condition uses `key` (compared case-insensitively, as IAM does).
     pub fn mentions(&self, key: &str) -> bool {
-        self.condition_keys.contains(&key.to_ascii_lowercase())
+        if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.condition_keys.contains(&key.to_ascii_lowercase())
+        } else {
+            self.condition_keys.contains(key)
+        }
     }
 
     /// Evaluates as a resource policy: principals are matched against the caller.
