@@ -206,6 +206,9 @@ def test_grants_allow_within_their_constraints_and_can_be_retired(server, kms):
     with pytest.raises(ClientError) as excinfo:
         kms.retire_grant(GrantToken="AQnot-a-token")
     assert error_code(excinfo) == "InvalidGrantTokenException"
+    with pytest.raises(ClientError) as excinfo:
+        grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext=acme, GrantTokens=["AQforged"])
+    assert error_code(excinfo) == "InvalidGrantTokenException"
     grantee.retire_grant(GrantToken=grant["GrantToken"])
     expect("deny", lambda: grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext=acme))
     assert kms.list_grants(KeyId=key)["Grants"] == []

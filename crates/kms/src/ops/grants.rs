@@ -236,6 +236,33 @@ impl Kms {
         self.remove_grant(&record.key_id, grant_id)
     }
 
+    /// Checks the grant tokens a request carries: at most 10, each naming an existing grant
+    /// (AWS answers an unknown token with `InvalidGrantTokenException`). Grants here are in
+    /// effect as soon as CreateGrant returns, so a valid token needs no further handling.
+    pub fn check_grant_tokens(&self, tokens: &[String]) -> Result<(), KmsError> {
+        if tokens.len() > 10 {
+            return Err(KmsError::validation(
+                "grantTokens",
+                "[LIST]",
+                "Member must have length less than or equal to 10",
+            ));
+        }
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let known: std::collections::HashSet<String> = self
+            .all_keys()?
+            .iter()
+            .flat_map(|record| record.grants.iter().map(|grant| grant.token.clone()))
+            .collect();
+        match tokens.iter().find(|token| !known.contains(token.as_str())) {
+            Some(_) => Err(KmsError::InvalidGrantToken(
+                "The grant token is not valid".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a grant on `record` lets the caller perform `action`: the fallback when no policy
     /// allows it (grants only ever allow; an explicit Deny has already been decided).
     pub(crate) fn grant_allows(

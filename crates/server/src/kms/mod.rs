@@ -55,6 +55,7 @@ pub fn dispatch(
             Ok(Vec::new())
         }};
     }
+    check_grant_tokens(kms, body)?;
     match operation {
         "CreateKey" => respond!(create_key),
         "DescribeKey" => respond!(describe_key),
@@ -99,6 +100,23 @@ pub fn dispatch(
         "ListKeyPolicies" => respond!(list_key_policies),
         other => Err(WireError::unsupported_operation(other)),
     }
+}
+
+/// Validates `GrantTokens` wherever a request carries them; the common request without them
+/// costs one byte search.
+fn check_grant_tokens(kms: &Kms, body: &[u8]) -> Result<(), WireError> {
+    if !body.windows(11).any(|window| window == b"GrantTokens") {
+        return Ok(());
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Tokens {
+        #[serde(default)]
+        grant_tokens: Vec<String>,
+    }
+    let tokens: Tokens = decode(body)?;
+    kms.check_grant_tokens(&tokens.grant_tokens)?;
+    Ok(())
 }
 
 /// An empty body means "no members", as the AWS CLI sends for `list-keys`.
