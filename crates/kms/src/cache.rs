@@ -1,5 +1,6 @@
 //! A write-through cache in front of a [`MetadataStore`] for the records every cryptographic
-//! request reads: keys and aliases. Reads skip the store's transaction and record decoding.
+//! request reads: keys, aliases, and the users whose policies authorization evaluates. Reads
+//! skip the store's transaction and record decoding.
 //!
 //! It is correct only while every write to the store goes through this wrapper, which holds for
 //! the embedded store (one process owns the file). A shared store serving several nodes needs
@@ -19,6 +20,8 @@ pub struct CachingStore<S> {
     inner: S,
     keys: RwLock<HashMap<String, Arc<KeyRecord>>>,
     aliases: RwLock<HashMap<String, AliasRecord>>,
+    /// Users with their policies: read on every authorization of an IAM user's request.
+    users: RwLock<HashMap<String, UserRecord>>,
 }
 
 impl<S: MetadataStore> CachingStore<S> {
@@ -27,6 +30,7 @@ impl<S: MetadataStore> CachingStore<S> {
             inner,
             keys: RwLock::default(),
             aliases: RwLock::default(),
+            users: RwLock::default(),
         }
     }
 }
@@ -135,19 +139,32 @@ impl<S: MetadataStore> MetadataStore for CachingStore<S> {
     }
 
     fn user(&self, name: &str) -> Result<Option<UserRecord>, KmsError> {
-        self.inner.user(name)
+        if let Some(user) = read(&self.users).get(name) {
+            return Ok(Some(user.clone()));
+        }
+        let user = self.inner.user(name)?;
+        if let Some(user) = &user {
+            remember(&self.users, name, user.clone());
+        }
+        Ok(user)
     }
 
     fn create_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
-        self.inner.create_user(name, record)
+        self.inner.create_user(name, record)?;
+        remember(&self.users, name, record.clone());
+        Ok(())
     }
 
     fn replace_user(&self, name: &str, record: &UserRecord) -> Result<(), KmsError> {
-        self.inner.replace_user(name, record)
+        let result = self.inner.replace_user(name, record);
+        write(&self.users).remove(name);
+        result
     }
 
     fn delete_user(&self, name: &str) -> Result<bool, KmsError> {
-        self.inner.delete_user(name)
+        let result = self.inner.delete_user(name);
+        write(&self.users).remove(name);
+        result
     }
 
     fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError> {
