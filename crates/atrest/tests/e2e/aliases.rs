@@ -1,4 +1,4 @@
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, new_key};
 
 #[tokio::test]
 async fn aliases_name_keys_everywhere_aws_accepts_them() {
@@ -13,38 +13,38 @@ async fn aliases_name_keys_everywhere_aws_accepts_them() {
         .send()
         .await
         .unwrap();
-    let error = kms
-        .create_alias()
-        .alias_name("alias/app")
-        .target_key_id(&second)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "AlreadyExistsException");
-    let error = kms
-        .create_alias()
-        .alias_name("alias/aws/s3")
-        .target_key_id(&first)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidAliasNameException");
-    let error = kms
-        .create_alias()
-        .alias_name("app")
-        .target_key_id(&first)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidAliasNameException");
-    let error = kms
-        .create_alias()
-        .alias_name("alias/x")
-        .target_key_id("alias/app")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
+    assert_code(
+        kms.create_alias()
+            .alias_name("alias/app")
+            .target_key_id(&second)
+            .send()
+            .await,
+        "AlreadyExistsException",
+    );
+    assert_code(
+        kms.create_alias()
+            .alias_name("alias/aws/s3")
+            .target_key_id(&first)
+            .send()
+            .await,
+        "InvalidAliasNameException",
+    );
+    assert_code(
+        kms.create_alias()
+            .alias_name("app")
+            .target_key_id(&first)
+            .send()
+            .await,
+        "InvalidAliasNameException",
+    );
+    assert_code(
+        kms.create_alias()
+            .alias_name("alias/x")
+            .target_key_id("alias/app")
+            .send()
+            .await,
+        "NotFoundException",
+    );
 
     for reference in ["alias/app", "arn:aws:kms:us-east-1:000000000000:alias/app"] {
         let described = kms.describe_key().key_id(reference).send().await.unwrap();
@@ -96,18 +96,12 @@ async fn aliases_name_keys_everywhere_aws_accepts_them() {
         .send()
         .await
         .unwrap();
-    let error = kms
-        .delete_alias()
-        .alias_name("alias/app")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
-    let error = kms
-        .describe_key()
-        .key_id("alias/app")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
+    assert_code(
+        kms.delete_alias().alias_name("alias/app").send().await,
+        "NotFoundException",
+    );
+    assert_code(
+        kms.describe_key().key_id("alias/app").send().await,
+        "NotFoundException",
+    );
 }

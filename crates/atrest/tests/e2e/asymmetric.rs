@@ -4,7 +4,7 @@ use aws_sdk_kms::types::{
     SigningAlgorithmSpec,
 };
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, error_code, new_key};
 
 #[tokio::test]
 async fn signing_keys_sign_and_verify_with_every_aws_algorithm() {
@@ -165,40 +165,37 @@ async fn digest_messages_and_signing_errors() {
     .await
     .unwrap_err();
     assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
+    assert_code(
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x"))
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
 
     let symmetric = new_key(&kms).await;
-    let error = kms
-        .get_public_key()
-        .key_id(&symmetric)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnsupportedOperationException");
-    let error = kms
-        .sign()
-        .key_id(&symmetric)
-        .message(Blob::new(b"m"))
-        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
-    let error = kms
-        .create_key()
-        .key_spec(KeySpec::EccNistP256)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.get_public_key().key_id(&symmetric).send().await,
+        "UnsupportedOperationException",
+    );
+    assert_code(
+        kms.sign()
+            .key_id(&symmetric)
+            .message(Blob::new(b"m"))
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
+    assert_code(
+        kms.create_key()
+            .key_spec(KeySpec::EccNistP256)
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .send()
+            .await,
+        "ValidationException",
+    );
     kms.disable_key().key_id(&key).send().await.unwrap();
     let error = sign(b"m", MessageType::Raw, SigningAlgorithmSpec::EcdsaSha256)
         .await
@@ -263,41 +260,41 @@ async fn rsa_encryption_keys_use_oaep() {
             .unwrap_err();
         assert_eq!(error_code(&error), "ValidationException");
         // Without the KeyId there is nothing to say which key made an RSA ciphertext.
-        let error = kms
-            .decrypt()
-            .ciphertext_blob(encrypted.ciphertext_blob().unwrap().clone())
-            .encryption_algorithm(algorithm.clone())
-            .send()
-            .await
-            .unwrap_err();
-        assert_eq!(error_code(&error), "InvalidKeyUsageException");
+        assert_code(
+            kms.decrypt()
+                .ciphertext_blob(encrypted.ciphertext_blob().unwrap().clone())
+                .encryption_algorithm(algorithm.clone())
+                .send()
+                .await,
+            "InvalidKeyUsageException",
+        );
     }
-    let error = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
-    let error = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x"))
-        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
-        .encryption_context("k", "v")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .generate_data_key()
-        .key_id(&key)
-        .number_of_bytes(32)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
+    assert_code(
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x"))
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
+    assert_code(
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x"))
+            .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+            .encryption_context("k", "v")
+            .send()
+            .await,
+        "ValidationException",
+    );
+    assert_code(
+        kms.generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
 }
 
 #[tokio::test]
@@ -340,14 +337,14 @@ async fn data_key_pairs_are_wrapped_under_a_symmetric_key() {
         .await
         .unwrap();
     assert!(without.private_key_ciphertext_blob().is_some() && without.public_key().is_some());
-    let error = kms
-        .generate_data_key_pair()
-        .key_id(&key)
-        .key_pair_spec(DataKeyPairSpec::Sm2)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnsupportedOperationException");
+    assert_code(
+        kms.generate_data_key_pair()
+            .key_id(&key)
+            .key_pair_spec(DataKeyPairSpec::Sm2)
+            .send()
+            .await,
+        "UnsupportedOperationException",
+    );
     for private in &private_keys {
         server.assert_not_on_disk(private, "a data key pair's private key");
     }

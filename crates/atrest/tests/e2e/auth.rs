@@ -1,24 +1,26 @@
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{ROOT_ACCESS_KEY, Server, error_code, raw_request};
+use crate::harness::{ROOT_ACCESS_KEY, Server, assert_code, error_code, raw_request};
 
 #[tokio::test]
 async fn sigv4_failures_get_aws_error_types() {
     let server = Server::start();
-    let error = server
-        .client_as("AKIAUNKNOWNUNKNOWN00", "whatever-secret-123")
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnrecognizedClientException");
-    let error = server
-        .client_as(ROOT_ACCESS_KEY, "not-the-right-secret-at-all")
-        .list_keys()
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidSignatureException");
+    assert_code(
+        server
+            .client_as("AKIAUNKNOWNUNKNOWN00", "whatever-secret-123")
+            .list_keys()
+            .send()
+            .await,
+        "UnrecognizedClientException",
+    );
+    assert_code(
+        server
+            .client_as(ROOT_ACCESS_KEY, "not-the-right-secret-at-all")
+            .list_keys()
+            .send()
+            .await,
+        "InvalidSignatureException",
+    );
 
     let body = "{}";
     let unsigned = format!(

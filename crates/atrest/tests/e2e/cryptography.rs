@@ -1,7 +1,7 @@
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, error_code, new_key};
 
 const SECRET: &[u8] = b"the quarterly numbers are 42 and 17";
 
@@ -53,21 +53,20 @@ async fn encryption_context_is_bound_exactly() {
         .encryption_context("purpose", "test")
         .encryption_context("extra", "pair");
     for attempt in [changed, missing, extra] {
-        let error = attempt.send().await.unwrap_err();
-        assert_eq!(error_code(&error), "InvalidCiphertextException");
+        assert_code(attempt.send().await, "InvalidCiphertextException");
     }
 
     let other = new_key(&kms).await;
-    let error = kms
-        .decrypt()
-        .ciphertext_blob(blob)
-        .key_id(&other)
-        .encryption_context("tenant", "acme")
-        .encryption_context("purpose", "test")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "IncorrectKeyException");
+    assert_code(
+        kms.decrypt()
+            .ciphertext_blob(blob)
+            .key_id(&other)
+            .encryption_context("tenant", "acme")
+            .encryption_context("purpose", "test")
+            .send()
+            .await,
+        "IncorrectKeyException",
+    );
     server.assert_not_on_disk(SECRET, "Encrypt plaintext");
 }
 
@@ -101,20 +100,20 @@ async fn every_changed_byte_of_a_ciphertext_is_rejected() {
             "byte {index}: {code}"
         );
     }
-    let error = kms
-        .decrypt()
-        .ciphertext_blob(Blob::new(&bytes[..bytes.len() - 1]))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidCiphertextException");
-    let error = kms
-        .decrypt()
-        .ciphertext_blob(Blob::new(b"garbage"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidCiphertextException");
+    assert_code(
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(&bytes[..bytes.len() - 1]))
+            .send()
+            .await,
+        "InvalidCiphertextException",
+    );
+    assert_code(
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(b"garbage"))
+            .send()
+            .await,
+        "InvalidCiphertextException",
+    );
 }
 
 #[tokio::test]
@@ -136,15 +135,15 @@ async fn plaintext_limits_match_aws() {
         .await
         .unwrap_err();
     assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x"))
-        .encryption_algorithm("RSAES_OAEP_SHA_256".into())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
+    assert_code(
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x"))
+            .encryption_algorithm("RSAES_OAEP_SHA_256".into())
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
 }
 
 #[tokio::test]
@@ -237,30 +236,27 @@ async fn data_keys_are_envelope_encrypted_and_never_stored() {
     assert_eq!(recovered.plaintext().unwrap().as_ref().len(), 32);
     plaintexts.push(recovered.plaintext().unwrap().as_ref().to_vec());
 
-    let error = kms
-        .generate_data_key()
-        .key_id(&key)
-        .key_spec(DataKeySpec::Aes256)
-        .number_of_bytes(32)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .generate_data_key()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .generate_data_key()
-        .key_id(&key)
-        .number_of_bytes(1025)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.generate_data_key()
+            .key_id(&key)
+            .key_spec(DataKeySpec::Aes256)
+            .number_of_bytes(32)
+            .send()
+            .await,
+        "ValidationException",
+    );
+    assert_code(
+        kms.generate_data_key().key_id(&key).send().await,
+        "ValidationException",
+    );
+    assert_code(
+        kms.generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(1025)
+            .send()
+            .await,
+        "ValidationException",
+    );
 
     let random = kms
         .generate_random()
@@ -269,13 +265,10 @@ async fn data_keys_are_envelope_encrypted_and_never_stored() {
         .await
         .unwrap();
     assert_eq!(random.plaintext().unwrap().as_ref().len(), 1024);
-    let error = kms
-        .generate_random()
-        .number_of_bytes(1025)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.generate_random().number_of_bytes(1025).send().await,
+        "ValidationException",
+    );
 
     for plaintext in &plaintexts {
         server.assert_not_on_disk(plaintext, "a data key");

@@ -231,6 +231,19 @@ pub async fn new_key(kms: &Client) -> String {
         .to_owned()
 }
 
+/// Asserts that an SDK call failed with the AWS error code `expected`.
+#[track_caller]
+pub fn assert_code<T, E, R>(result: Result<T, aws_sdk_kms::error::SdkError<E, R>>, expected: &str)
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => panic!("expected {expected}, but the call succeeded"),
+        Err(error) => assert_eq!(error_code(&error), expected),
+    }
+}
+
 /// The AWS error code of an SDK error, e.g. "NotFoundException".
 pub fn error_code<E, R>(error: &aws_sdk_kms::error::SdkError<E, R>) -> String
 where

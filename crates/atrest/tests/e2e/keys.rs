@@ -1,6 +1,6 @@
 use aws_sdk_kms::types::{KeyState, Tag};
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, error_code, new_key};
 
 #[tokio::test]
 async fn key_lifecycle_follows_aws_states() {
@@ -50,14 +50,14 @@ async fn key_lifecycle_follows_aws_states() {
     assert_eq!(tags.tags()[0].tag_value(), "storage");
 
     kms.disable_key().key_id(&key_id).send().await.unwrap();
-    let error = kms
-        .encrypt()
-        .key_id(&key_id)
-        .plaintext(b"x".to_vec().into())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "DisabledException");
+    assert_code(
+        kms.encrypt()
+            .key_id(&key_id)
+            .plaintext(b"x".to_vec().into())
+            .send()
+            .await,
+        "DisabledException",
+    );
     kms.enable_key().key_id(&key_id).send().await.unwrap();
     kms.encrypt()
         .key_id(&key_id)
@@ -66,14 +66,14 @@ async fn key_lifecycle_follows_aws_states() {
         .await
         .unwrap();
 
-    let error = kms
-        .schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(6)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.schedule_key_deletion()
+            .key_id(&key_id)
+            .pending_window_in_days(6)
+            .send()
+            .await,
+        "ValidationException",
+    );
     let scheduled = kms
         .schedule_key_deletion()
         .key_id(&key_id)
@@ -83,16 +83,18 @@ async fn key_lifecycle_follows_aws_states() {
         .unwrap();
     assert_eq!(scheduled.key_state(), Some(&KeyState::PendingDeletion));
     assert_eq!(scheduled.pending_window_in_days(), Some(7));
-    let error = kms
-        .encrypt()
-        .key_id(&key_id)
-        .plaintext(b"x".to_vec().into())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "KMSInvalidStateException");
-    let error = kms.enable_key().key_id(&key_id).send().await.unwrap_err();
-    assert_eq!(error_code(&error), "KMSInvalidStateException");
+    assert_code(
+        kms.encrypt()
+            .key_id(&key_id)
+            .plaintext(b"x".to_vec().into())
+            .send()
+            .await,
+        "KMSInvalidStateException",
+    );
+    assert_code(
+        kms.enable_key().key_id(&key_id).send().await,
+        "KMSInvalidStateException",
+    );
 
     kms.cancel_key_deletion()
         .key_id(&key_id)
@@ -104,13 +106,10 @@ async fn key_lifecycle_follows_aws_states() {
         described.key_metadata().unwrap().key_state(),
         Some(&KeyState::Disabled)
     );
-    let error = kms
-        .cancel_key_deletion()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "KMSInvalidStateException");
+    assert_code(
+        kms.cancel_key_deletion().key_id(&key_id).send().await,
+        "KMSInvalidStateException",
+    );
 }
 
 #[tokio::test]
@@ -145,83 +144,73 @@ async fn list_keys_pages_and_unknown_keys_are_not_found() {
     created.sort();
     assert_eq!(seen, created);
 
-    let error = kms.list_keys().limit(0).send().await.unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .list_keys()
-        .marker("not-a-marker")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidMarkerException");
+    assert_code(kms.list_keys().limit(0).send().await, "ValidationException");
+    assert_code(
+        kms.list_keys().marker("not-a-marker").send().await,
+        "InvalidMarkerException",
+    );
     let missing = "11111111-2222-4333-8444-555555555555";
-    let error = kms.describe_key().key_id(missing).send().await.unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
-    let error = kms
-        .describe_key()
-        .key_id("arn:aws:kms:eu-west-1:000000000000:key/x")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
+    assert_code(
+        kms.describe_key().key_id(missing).send().await,
+        "NotFoundException",
+    );
+    assert_code(
+        kms.describe_key()
+            .key_id("arn:aws:kms:eu-west-1:000000000000:key/x")
+            .send()
+            .await,
+        "NotFoundException",
+    );
 }
 
 #[tokio::test]
 async fn key_specs_and_usages_are_validated() {
     let server = Server::start();
     let kms = server.client();
-    let error = kms
-        .create_key()
-        .key_spec("HMAC_256".into())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .create_key()
-        .key_spec("SYMMETRIC_DEFAULT".into())
-        .key_usage("SIGN_VERIFY".into())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
-    let error = kms
-        .create_key()
-        .multi_region(true)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnsupportedOperationException");
+    assert_code(
+        kms.create_key().key_spec("HMAC_256".into()).send().await,
+        "ValidationException",
+    );
+    assert_code(
+        kms.create_key()
+            .key_spec("SYMMETRIC_DEFAULT".into())
+            .key_usage("SIGN_VERIFY".into())
+            .send()
+            .await,
+        "ValidationException",
+    );
+    assert_code(
+        kms.create_key().multi_region(true).send().await,
+        "UnsupportedOperationException",
+    );
     let long = "d".repeat(8193);
-    let error = kms.create_key().description(long).send().await.unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.create_key().description(long).send().await,
+        "ValidationException",
+    );
     let bad_tag = aws_sdk_kms::types::Tag::builder()
         .tag_key("aws:reserved")
         .tag_value("v")
         .build()
         .unwrap();
-    let error = kms.create_key().tags(bad_tag).send().await.unwrap_err();
-    assert_eq!(error_code(&error), "TagException");
+    assert_code(kms.create_key().tags(bad_tag).send().await, "TagException");
 }
 
 #[tokio::test]
 async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
     let server = Server::start();
     let kms = server.client();
-    let error = kms
-        .create_custom_key_store()
-        .custom_key_store_name("x")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnsupportedOperationException");
-    let error = kms
-        .import_key_material()
-        .key_id("alias/x")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "UnsupportedOperationException");
+    assert_code(
+        kms.create_custom_key_store()
+            .custom_key_store_name("x")
+            .send()
+            .await,
+        "UnsupportedOperationException",
+    );
+    assert_code(
+        kms.import_key_material().key_id("alias/x").send().await,
+        "UnsupportedOperationException",
+    );
 }
 
 #[tokio::test]
@@ -276,14 +265,14 @@ async fn tags_are_added_replaced_removed_and_limited() {
         "TagException",
         "51 tags with the existing one"
     );
-    let error = kms
-        .tag_resource()
-        .key_id(&key)
-        .tags(tag(&"k".repeat(129), "v"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "TagException");
+    assert_code(
+        kms.tag_resource()
+            .key_id(&key)
+            .tags(tag(&"k".repeat(129), "v"))
+            .send()
+            .await,
+        "TagException",
+    );
     let page = kms
         .list_resource_tags()
         .key_id(&key)
@@ -299,12 +288,12 @@ async fn tags_are_added_replaced_removed_and_limited() {
         .send()
         .await
         .unwrap();
-    let error = kms
-        .tag_resource()
-        .key_id(&key)
-        .tags(tag("c", "3"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "KMSInvalidStateException");
+    assert_code(
+        kms.tag_resource()
+            .key_id(&key)
+            .tags(tag("c", "3"))
+            .send()
+            .await,
+        "KMSInvalidStateException",
+    );
 }

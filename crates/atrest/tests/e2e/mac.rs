@@ -1,7 +1,7 @@
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MacAlgorithmSpec};
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, new_key};
 
 #[tokio::test]
 async fn hmac_keys_generate_and_verify_macs() {
@@ -45,31 +45,28 @@ async fn hmac_keys_generate_and_verify_macs() {
             .await
             .unwrap();
         assert!(verified.mac_valid());
-        let error = kms
-            .verify_mac()
-            .key_id(&key)
-            .message(Blob::new(b"messagE"))
-            .mac_algorithm(algorithm.clone())
-            .mac(mac)
-            .send()
-            .await
-            .unwrap_err();
-        assert_eq!(error_code(&error), "KMSInvalidMacException");
-        let error = kms
-            .encrypt()
-            .key_id(&key)
-            .plaintext(Blob::new(b"x"))
-            .send()
-            .await
-            .unwrap_err();
-        assert_eq!(error_code(&error), "InvalidKeyUsageException");
-        let error = kms
-            .enable_key_rotation()
-            .key_id(&key)
-            .send()
-            .await
-            .unwrap_err();
-        assert_eq!(error_code(&error), "UnsupportedOperationException");
+        assert_code(
+            kms.verify_mac()
+                .key_id(&key)
+                .message(Blob::new(b"messagE"))
+                .mac_algorithm(algorithm.clone())
+                .mac(mac)
+                .send()
+                .await,
+            "KMSInvalidMacException",
+        );
+        assert_code(
+            kms.encrypt()
+                .key_id(&key)
+                .plaintext(Blob::new(b"x"))
+                .send()
+                .await,
+            "InvalidKeyUsageException",
+        );
+        assert_code(
+            kms.enable_key_rotation().key_id(&key).send().await,
+            "UnsupportedOperationException",
+        );
     }
 
     let hmac = kms
@@ -80,23 +77,23 @@ async fn hmac_keys_generate_and_verify_macs() {
         .await
         .unwrap();
     let hmac = hmac.key_metadata().unwrap().key_id().to_owned();
-    let error = kms
-        .generate_mac()
-        .key_id(&hmac)
-        .message(Blob::new(b"m"))
-        .mac_algorithm(MacAlgorithmSpec::HmacSha512)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
+    assert_code(
+        kms.generate_mac()
+            .key_id(&hmac)
+            .message(Blob::new(b"m"))
+            .mac_algorithm(MacAlgorithmSpec::HmacSha512)
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
     let symmetric = new_key(&kms).await;
-    let error = kms
-        .generate_mac()
-        .key_id(&symmetric)
-        .message(Blob::new(b"m"))
-        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "InvalidKeyUsageException");
+    assert_code(
+        kms.generate_mac()
+            .key_id(&symmetric)
+            .message(Blob::new(b"m"))
+            .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+            .send()
+            .await,
+        "InvalidKeyUsageException",
+    );
 }

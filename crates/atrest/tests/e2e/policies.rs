@@ -1,6 +1,6 @@
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, error_code, new_key};
 
 const ROOT: &str = "arn:aws:iam::000000000000:root";
 
@@ -45,14 +45,14 @@ async fn the_default_policy_is_awss_and_there_is_only_one() {
     assert_eq!(document["Statement"][0]["Action"], "kms:*");
     let names = kms.list_key_policies().key_id(&key).send().await.unwrap();
     assert_eq!(names.policy_names(), ["default"]);
-    let error = kms
-        .get_key_policy()
-        .key_id(&key)
-        .policy_name("other")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
+    assert_code(
+        kms.get_key_policy()
+            .key_id(&key)
+            .policy_name("other")
+            .send()
+            .await,
+        "NotFoundException",
+    );
 }
 
 #[tokio::test]
@@ -80,21 +80,18 @@ async fn malformed_policies_and_lockouts_are_refused() {
     }
     // A policy that no longer lets the root change it is refused, unless the check is bypassed.
     let lockout = policy(&[allow(ROOT, r#""kms:Encrypt""#, "")]);
-    let error = kms
-        .put_key_policy()
-        .key_id(&key)
-        .policy(lockout.clone())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "MalformedPolicyDocumentException");
-    let error = kms
-        .create_key()
-        .policy(lockout.clone())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "MalformedPolicyDocumentException");
+    assert_code(
+        kms.put_key_policy()
+            .key_id(&key)
+            .policy(lockout.clone())
+            .send()
+            .await,
+        "MalformedPolicyDocumentException",
+    );
+    assert_code(
+        kms.create_key().policy(lockout.clone()).send().await,
+        "MalformedPolicyDocumentException",
+    );
     kms.put_key_policy()
         .key_id(&key)
         .policy(lockout)
@@ -140,14 +137,14 @@ async fn explicit_deny_and_encryption_context_conditions_decide() {
         .unwrap()
         .key_id()
         .to_owned();
-    let error = kms
-        .schedule_key_deletion()
-        .key_id(&key)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "AccessDeniedException");
+    assert_code(
+        kms.schedule_key_deletion()
+            .key_id(&key)
+            .pending_window_in_days(7)
+            .send()
+            .await,
+        "AccessDeniedException",
+    );
     kms.encrypt()
         .key_id(&key)
         .plaintext(Blob::new(b"x"))
@@ -160,15 +157,14 @@ async fn explicit_deny_and_encryption_context_conditions_decide() {
         if let Some(tenant) = context {
             request = request.encryption_context("tenant", tenant);
         }
-        let error = request.send().await.unwrap_err();
-        assert_eq!(error_code(&error), "AccessDeniedException");
+        assert_code(request.send().await, "AccessDeniedException");
     }
-    let error = kms
-        .generate_data_key()
-        .key_id(&key)
-        .number_of_bytes(32)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "AccessDeniedException");
+    assert_code(
+        kms.generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await,
+        "AccessDeniedException",
+    );
 }

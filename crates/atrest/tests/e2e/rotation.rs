@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::RotationType;
 
-use crate::harness::{Server, error_code, new_key};
+use crate::harness::{Server, assert_code, error_code, new_key};
 
 const DAY: i64 = 86_400;
 
@@ -28,14 +28,14 @@ async fn on_demand_rotation_keeps_old_ciphertext_decryptable() {
         .await
         .unwrap();
     assert!(!status.key_rotation_enabled());
-    let error = kms
-        .enable_key_rotation()
-        .key_id(&key)
-        .rotation_period_in_days(89)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "ValidationException");
+    assert_code(
+        kms.enable_key_rotation()
+            .key_id(&key)
+            .rotation_period_in_days(89)
+            .send()
+            .await,
+        "ValidationException",
+    );
     kms.enable_key_rotation()
         .key_id(&key)
         .rotation_period_in_days(90)
@@ -98,13 +98,10 @@ async fn on_demand_rotation_keeps_old_ciphertext_decryptable() {
             .key_rotation_enabled()
     );
     kms.disable_key().key_id(&key).send().await.unwrap();
-    let error = kms
-        .rotate_key_on_demand()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "DisabledException");
+    assert_code(
+        kms.rotate_key_on_demand().key_id(&key).send().await,
+        "DisabledException",
+    );
 }
 
 #[tokio::test]
@@ -221,20 +218,14 @@ async fn deletion_destroys_the_key_when_the_window_passes() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let error = kms
-        .decrypt()
-        .ciphertext_blob(blob)
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
-    let error = kms
-        .describe_key()
-        .key_id("alias/doomed")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&error), "NotFoundException");
+    assert_code(
+        kms.decrypt().ciphertext_blob(blob).send().await,
+        "NotFoundException",
+    );
+    assert_code(
+        kms.describe_key().key_id("alias/doomed").send().await,
+        "NotFoundException",
+    );
     assert!(
         kms.list_aliases()
             .send()
