@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Seconds between checks for due key rotations and deletions.
     #[arg(long, default_value_t = 60)]
     pub maintenance_interval_secs: u64,
+    /// Accept SSE-C (customer-provided keys) over plain HTTP. AWS refuses this, because the
+    /// key travels in a header; use it only on loopback or a trusted network.
+    #[arg(long)]
+    pub allow_sse_c_over_http: bool,
 }
 
 #[derive(Debug, Subcommand)]

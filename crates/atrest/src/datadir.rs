@@ -26,6 +26,8 @@ pub struct Opened {
     /// The HSM, shared with the KMS (the audit log signs its digests with it).
     pub hsm: Arc<dyn Hsm>,
     pub hsm_backend: &'static str,
+    /// The metadata database, shared by the KMS and the object store.
+    pub database: Arc<redb::Database>,
     /// Set when this call created the root's credentials (printed once by the caller).
     pub new_root: Option<NewCredentials>,
 }
@@ -52,7 +54,9 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
             dir.join("hsm").display()
         );
     }
-    let store = CachingStore::new(RedbStore::open(&dir.join("metadata.redb"))?);
+    let redb_store = RedbStore::open(&dir.join("metadata.redb"))?;
+    let database = redb_store.database();
+    let store = CachingStore::new(redb_store);
     let clock = clock_from_env()?;
     let hsm: Arc<dyn Hsm> = Arc::new(hsm);
     let kms = Arc::new(Kms::new(
@@ -67,6 +71,7 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
         kms,
         hsm,
         hsm_backend: "software",
+        database,
         new_root,
     })
 }

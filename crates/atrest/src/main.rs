@@ -81,7 +81,12 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         atrest_server::spawn_maintenance(Arc::clone(&kms), Duration::from_secs(args.maintenance_interval_secs.max(1)));
         let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
         let audit = atrest_audit::AuditLog::open(&datadir::audit_dir(&args.data), signer)?;
-        let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit));
+        let settings = atrest_s3::Settings {
+            allow_sse_c_over_http: args.allow_sse_c_over_http,
+        };
+        let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings)
+            .map_err(CliError::Config)?;
+        let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3));
         tracing::info!(listen = %args.listen, data_dir = %args.data.data_dir.display(), "atrest is serving");
         atrest_server::serve(listener, state, shutdown_signal())
             .await

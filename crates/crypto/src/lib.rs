@@ -7,8 +7,11 @@
 pub mod aead;
 pub mod blob;
 pub mod context;
+pub mod kdf;
+pub mod mac;
 pub mod random;
 pub mod secret;
+pub mod segments;
 
 pub use aead::{AeadKey, OpenError};
 pub use blob::{BlobError, CiphertextBlob};

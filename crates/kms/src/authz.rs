@@ -27,6 +27,8 @@ pub struct RequestContext {
     pub caller: Caller,
     pub source_ip: Option<String>,
     pub secure_transport: bool,
+    /// `kms:ViaService`: set when an atrest service (S3, volumes) calls on the caller's behalf.
+    pub via_service: Option<String>,
     resources: std::sync::Mutex<Vec<String>>,
 }
 
@@ -36,8 +38,15 @@ impl RequestContext {
             caller,
             source_ip,
             secure_transport,
+            via_service: None,
             resources: std::sync::Mutex::default(),
         }
+    }
+
+    /// The same caller, acting through `service` (for example `s3.us-east-1.amazonaws.com`).
+    pub fn via(mut self, service: &str) -> Self {
+        self.via_service = Some(service.to_owned());
+        self
     }
 
     /// The key ARNs authorization was asked about, in order, without repeats.
@@ -149,6 +158,17 @@ impl Kms {
         ctx: &RequestContext,
         action: &str,
     ) -> Result<(), KmsError> {
+        self.authorize_identity(ctx, action, "*")
+    }
+
+    /// Authorizes `action` on `resource` by the caller's IAM policies alone (the account root
+    /// always may): what other atrest services ask before they act.
+    pub fn authorize_identity(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), KmsError> {
         let mut facts = Context::new();
         self.add_global_facts(ctx, &mut facts, &|_| true);
         let identity = self.identity_policies_of(&ctx.caller)?;
@@ -156,7 +176,7 @@ impl Kms {
         let request = RequestFacts {
             principal: &principal,
             action,
-            resource: "*",
+            resource,
             context: &facts,
         };
         match decide_identity_only(&identity, &request) {
@@ -164,13 +184,13 @@ impl Kms {
             Decision::ExplicitDeny => Err(access_denied(
                 &ctx.caller,
                 action,
-                "*",
+                resource,
                 "with an explicit deny in an identity-based policy",
             )),
             Decision::ImplicitDeny => Err(access_denied(
                 &ctx.caller,
                 action,
-                "*",
+                resource,
                 "because no identity-based policy allows the action",
             )),
         }
@@ -277,6 +297,11 @@ impl Kms {
         }
         if wanted("aws:principalaccount") {
             facts.set("aws:PrincipalAccount", caller.account.clone());
+        }
+        if let Some(service) = &ctx.via_service
+            && wanted("kms:viaservice")
+        {
+            facts.set("kms:ViaService", service.clone());
         }
         if wanted("kms:calleraccount") {
             facts.set("kms:CallerAccount", caller.account.clone());

@@ -37,6 +37,8 @@ pub struct Kms {
     clock: Clock,
     policies: authz::PolicyCache,
     credentials_generation: std::sync::atomic::AtomicU64,
+    /// Serialises the first-use creation of service keys.
+    service_keys: std::sync::Mutex<()>,
 }
 
 impl Kms {
@@ -55,6 +57,7 @@ impl Kms {
             clock,
             policies: authz::PolicyCache::new(account),
             credentials_generation: std::sync::atomic::AtomicU64::new(0),
+            service_keys: std::sync::Mutex::new(()),
         }
     }
 

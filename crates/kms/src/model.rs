@@ -195,6 +195,21 @@ pub struct KeyRecord {
     /// Grants on this key; they go when the key is deleted.
     #[serde(default)]
     pub grants: Vec<GrantRecord>,
+    #[serde(default)]
+    pub manager: KeyManager,
+}
+
+/// Who manages a key (AWS's `KeyManager`, plus the keys AWS services own and never show).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyManager {
+    /// Created through the API by the account.
+    #[default]
+    Customer,
+    /// `alias/aws/<service>`: created by an atrest service on first use, visible, its policy
+    /// lets the account use it only through that service.
+    Aws,
+    /// A service's own key (SSE-S3's): never listed, and its policy refuses every API caller.
+    Owned,
 }
 
 /// A grant: permission for one principal to use the key for some operations.

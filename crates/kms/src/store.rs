@@ -65,7 +65,7 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 /// The embedded default store: one redb file.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl RedbStore {
@@ -84,7 +84,13 @@ impl RedbStore {
             txn.open_table(table)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The database, for other atrest services that keep their metadata beside the KMS's
+    /// (in tables of their own) so one file holds all state.
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
     }
 
     fn get<T: DeserializeOwned>(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use atrest_kms::RequestContext;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -58,13 +58,39 @@ pub async fn serve(
     }
 }
 
+/// KMS, IAM and STS answer with buffered bodies; S3 streams.
+type ResponseBody = Either<Full<Bytes>, s3s::Body>;
+
 async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = request_id();
-    let response = match route::endpoint(&request) {
+    let endpoint = route::endpoint(&request);
+    if endpoint == Endpoint::S3
+        && let Some(s3) = &state.s3
+    {
+        let mut request = request.map(s3s::Body::from);
+        request.extensions_mut().insert(atrest_s3::ClientInfo {
+            ip: peer.ip(),
+            secure: false,
+        });
+        let mut response = match s3.call(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!(?error, "S3 request failed outside the service");
+                let mut response = Response::new(s3s::Body::empty());
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                response
+            }
+        };
+        if let Ok(value) = request_id.parse() {
+            response.headers_mut().insert("x-amz-request-id", value);
+        }
+        return Ok(response.map(Either::Right));
+    }
+    let response = match endpoint {
         Endpoint::Health => health(&state),
         Endpoint::Kms { operation } => {
             kms_request(&state, peer, request, operation, &request_id).await
@@ -78,7 +104,7 @@ async fn handle(
     if let Ok(value) = request_id.parse() {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
-    Ok(response)
+    Ok(response.map(Either::Left))
 }
 
 async fn kms_request(

@@ -25,6 +25,8 @@ pub struct AppState {
     pub hsm_backend: &'static str,
     audit: AuditLog,
     credentials: auth::CredentialCache,
+    /// The S3 API; `None` serves S3 clients a NotImplemented error.
+    s3: Option<s3s::service::S3Service>,
 }
 
 impl AppState {
@@ -34,7 +36,14 @@ impl AppState {
             hsm_backend,
             audit,
             credentials: auth::CredentialCache::default(),
+            s3: None,
         }
+    }
+
+    /// Serves the S3 API with `service`.
+    pub fn with_s3(mut self, service: s3s::service::S3Service) -> Self {
+        self.s3 = Some(service);
+        self
     }
 }
 

@@ -96,10 +96,11 @@ impl Kms {
             .store
             .aliases()?
             .into_iter()
-            .filter(|(_, alias)| {
-                filter
-                    .as_ref()
-                    .is_none_or(|key_id| &alias.target_key_id == key_id)
+            .filter(|(name, alias)| {
+                name.starts_with("alias/")
+                    && filter
+                        .as_ref()
+                        .is_none_or(|key_id| &alias.target_key_id == key_id)
             })
             .collect();
         if let Some(marker) = &request.marker {

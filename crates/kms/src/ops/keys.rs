@@ -10,7 +10,7 @@ use crate::api::{
     ListKeysResponse, PageRequest, ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse,
     UpdateKeyDescriptionRequest,
 };
-use crate::model::{KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion};
+use crate::model::{KeyManager, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion};
 use crate::resolve::{Aliases, material_label, page_limit};
 use atrest_policy::Context;
 
@@ -96,6 +96,7 @@ impl Kms {
             tags,
             policy: request.policy,
             grants: Vec::new(),
+            manager: KeyManager::Customer,
         };
         if let Some(text) = &record.policy {
             let policy = self.parsed_policy(text, true)?;
@@ -149,6 +150,8 @@ impl Kms {
         let next_marker = truncated
             .then(|| records.last().map(|r| r.key_id.clone()))
             .flatten();
+        // A page may come out one short: the marker still points past the hidden key.
+        records.retain(|record| record.manager != KeyManager::Owned);
         let keys = records
             .iter()
             .map(|record| KeyListEntry {
@@ -331,7 +334,11 @@ impl Kms {
             deletion_date: record.deletion_date,
             pending_deletion_window_in_days: None,
             origin: "AWS_KMS".into(),
-            key_manager: "CUSTOMER".into(),
+            key_manager: match record.manager {
+                KeyManager::Customer => "CUSTOMER",
+                KeyManager::Aws | KeyManager::Owned => "AWS",
+            }
+            .into(),
             customer_master_key_spec: spec.clone(),
             key_spec: spec,
             encryption_algorithms,

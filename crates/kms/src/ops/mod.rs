@@ -7,4 +7,5 @@ mod grants;
 mod keys;
 mod policies;
 mod rotation;
+mod service;
 mod tags;

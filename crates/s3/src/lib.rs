@@ -1,0 +1,49 @@
+//! Object storage: an S3-compatible service in which every object is encrypted at rest.
+//!
+//! **Protocol layer.** The S3 REST/XML protocol, routing, and SigV4 (header, presigned URLs,
+//! aws-chunked bodies with signed and unsigned trailers) come from [`s3s`] 0.14. We chose it
+//! over our own layer because it covers the whole S3 surface (every operation's XML, POST
+//! object, flexible checksums) and is what s3s-fs, the peer our benchmark runs against, uses;
+//! 0.15 and later need rustc 1.96, and this toolchain is 1.95. atrest supplies the secrets
+//! ([`access::Auth`]), the authorization ([`access::Access`]) and the operations
+//! ([`service::ObjectService`]).
+//!
+//! **At rest.** Each object has its own 256-bit data key (see [`sse`] for the three ways it is
+//! protected). Its bytes are sealed in the segment format of `atrest_crypto::segments`
+//! (64 KiB AES-256-GCM segments with STREAM nonces), one stream per part, so a ranged read
+//! opens only the segments it needs and truncation, reordering or swapped segments fail.
+//! User metadata is sealed with a key derived from the data key. Metadata records live in the
+//! KMS's redb file ([`meta`]); sealed streams in [`blobs`], behind a trait.
+
+pub mod access;
+pub mod blobs;
+pub mod meta;
+mod seal;
+pub mod service;
+pub mod sse;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use atrest_kms::Kms;
+
+pub use access::ClientInfo;
+pub use service::Settings;
+
+/// Builds the s3s service over the embedded stores under `data_dir`.
+pub fn embedded_service(
+    kms: Arc<Kms>,
+    database: Arc<redb::Database>,
+    data_dir: &Path,
+    settings: Settings,
+) -> Result<s3s::service::S3Service, String> {
+    let index = meta::RedbIndex::open(database).map_err(|error| error.to_string())?;
+    let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
+        .map_err(|error| format!("opening the object store: {error}"))?;
+    let keys = sse::DataKeys::new(Arc::clone(&kms)).map_err(|error| error.to_string())?;
+    let service = service::ObjectService::new(Arc::new(index), Arc::new(blobs), keys, settings);
+    let mut builder = s3s::service::S3ServiceBuilder::new(service);
+    builder.set_auth(access::Auth::new(Arc::clone(&kms)));
+    builder.set_access(access::Access::new(kms));
+    Ok(builder.build())
+}
