@@ -26,7 +26,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, *extra_args):
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -35,7 +35,7 @@ class Server:
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
         self.log = open(self.dir.parent / f"{self.dir.name}.log", "wb")
         self.process = subprocess.Popen(
-            [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}"],
+            [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}", *extra_args],
             env=env,
             stdout=self.log,
             stderr=self.log,
@@ -51,9 +51,10 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("atrest did not become healthy")
 
-    def client(self, service="kms", access_key=ROOT_ACCESS_KEY, secret=ROOT_SECRET):
+    def client(self, service="kms", access_key=ROOT_ACCESS_KEY, secret=ROOT_SECRET, config=None):
         return boto3.client(
             service,
+            config=config,
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id=access_key,
@@ -86,6 +87,14 @@ class Server:
 @pytest.fixture
 def server():
     started = Server()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def s3_server():
+    """A server that accepts SSE-C over plain HTTP (the tests have no TLS yet)."""
+    started = Server("--allow-sse-c-over-http")
     yield started
     started.stop()
 

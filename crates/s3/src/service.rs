@@ -925,17 +925,18 @@ impl S3 for ObjectService {
         }
         let mut streams = Vec::new();
         let mut md5s = Vec::new();
-        let mut previous = 0;
+        let numbers: Vec<i32> = requested
+            .iter()
+            .map(|part| part.part_number.unwrap_or(0))
+            .collect();
+        if numbers.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. The parts list must be specified in order by part number."
+            ));
+        }
         let mut used = Vec::new();
-        for (position, part) in requested.iter().enumerate() {
-            let number = part.part_number.unwrap_or(0);
-            if number <= previous {
-                return Err(s3_error!(
-                    InvalidPartOrder,
-                    "The list of parts was not in ascending order. The parts list must be specified in order by part number."
-                ));
-            }
-            previous = number;
+        for (position, (part, number)) in requested.iter().zip(numbers).enumerate() {
             let stored = u32::try_from(number)
                 .ok()
                 .and_then(|number| upload.parts.get(&number))
