@@ -30,10 +30,20 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.extra_args = extra_args
+        self.log = open(self.dir.parent / f"{self.dir.name}.log", "wb")
+        self.start()
+
+    def kill9(self):
+        """Kills the server the way a crash or power cut would: no shutdown code runs."""
+        self.process.kill()
+        self.process.wait()
+
+    def start(self):
+        extra_args = self.extra_args
         env = dict(os.environ)
         env.pop("ATREST_HSM_PASSPHRASE", None)
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
-        self.log = open(self.dir.parent / f"{self.dir.name}.log", "wb")
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}", *extra_args],
             env=env,
