@@ -223,6 +223,16 @@ impl RedbIndex {
     }
 }
 
+/// The record an insert or remove displaced, decoded.
+fn decode_replaced<T: for<'de> Deserialize<'de>>(
+    old: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<T>, StoreError> {
+    match old {
+        Some(old) => Ok(Some(serde_json::from_slice(old.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn object_id(bucket: &str, key: &str) -> String {
     format!("{bucket}/{key}")
 }
@@ -311,10 +321,7 @@ impl ObjectIndex for RedbIndex {
             let id = object_id(bucket, key);
             let encoded = serde_json::to_vec(record)?;
             let old = objects.insert(id.as_str(), encoded.as_slice())?;
-            match old {
-                Some(old) => Some(serde_json::from_slice(old.value())?),
-                None => None,
-            }
+            decode_replaced(old)?
         };
         txn.commit()?;
         Ok(Ok(replaced))
@@ -325,10 +332,7 @@ impl ObjectIndex for RedbIndex {
         let removed = {
             let mut objects = txn.open_table(OBJECTS)?;
             let old = objects.remove(object_id(bucket, key).as_str())?;
-            match old {
-                Some(old) => Some(serde_json::from_slice(old.value())?),
-                None => None,
-            }
+            decode_replaced(old)?
         };
         txn.commit()?;
         Ok(removed)
@@ -407,10 +411,7 @@ impl ObjectIndex for RedbIndex {
         let removed = {
             let mut uploads = txn.open_table(UPLOADS)?;
             let old = uploads.remove(upload_id)?;
-            match old {
-                Some(old) => Some(serde_json::from_slice(old.value())?),
-                None => None,
-            }
+            decode_replaced(old)?
         };
         txn.commit()?;
         Ok(removed)
@@ -435,10 +436,7 @@ impl ObjectIndex for RedbIndex {
             let id = object_id(&upload.bucket, &upload.key);
             let encoded = serde_json::to_vec(record)?;
             let old = objects.insert(id.as_str(), encoded.as_slice())?;
-            match old {
-                Some(old) => Some(serde_json::from_slice(old.value())?),
-                None => None,
-            }
+            decode_replaced(old)?
         };
         txn.commit()?;
         Ok(Some(replaced))

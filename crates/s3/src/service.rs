@@ -411,121 +411,54 @@ impl S3 for ObjectService {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let ctx = client_context(&req.extensions)?;
-        let input = req.input;
-        let record = self.object(&input.bucket, &input.key)?;
-        check_conditions(
-            &record,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
-        let arn = object_arn(&input.bucket, &input.key);
-        let (data_key, metadata) = self.open_object(&record, &ctx, &arn, customer.as_ref())?;
-        let (range, content_range, parts_count) =
-            read_extent(&record, input.part_number, input.range.as_ref())?;
-        let streams = self.open_streams(&record.streams, &data_key)?;
-        let length = range.end - range.start;
-        let body = read_range(streams, range)?;
-        let sse = SseFields::of(&record.key, customer.as_ref().map(|c| c.md5_base64.clone()));
-        let whole = content_range.is_none();
-        let headers = record.headers;
-        let checksums = if whole {
-            record.checksums
-        } else {
-            BTreeMap::new()
-        };
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body)),
-            content_length: Some(to_i64(length)),
-            content_range,
-            parts_count,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(record.etag)),
-            last_modified: Some(timestamp(record.last_modified)),
-            metadata,
-            content_type: input
-                .response_content_type
-                .or_else(|| headers.content_type.and_then(|t| t.parse().ok())),
-            content_encoding: input.response_content_encoding.or(headers.content_encoding),
-            content_disposition: input
-                .response_content_disposition
-                .or(headers.content_disposition),
-            content_language: input.response_content_language.or(headers.content_language),
-            cache_control: input.response_cache_control.or(headers.cache_control),
-            server_side_encryption: sse.algorithm,
-            ssekms_key_id: sse.kms_key_id,
-            bucket_key_enabled: sse.bucket_key_enabled,
-            sse_customer_algorithm: sse.customer_algorithm,
-            sse_customer_key_md5: sse.customer_key_md5,
-            checksum_crc32: checksums.get("crc32").cloned(),
-            checksum_crc32c: checksums.get("crc32c").cloned(),
-            checksum_sha1: checksums.get("sha1").cloned(),
-            checksum_sha256: checksums.get("sha256").cloned(),
-            checksum_crc64nvme: checksums.get("crc64nvme").cloned(),
-            ..GetObjectOutput::default()
-        }))
+        Ok(S3Response::new(self.read_object(&ctx, req.input, true)?))
     }
 
+    /// A GET without the body (AWS: HeadObject takes GetObject's headers and checks).
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let ctx = client_context(&req.extensions)?;
         let input = req.input;
-        let record = self.object(&input.bucket, &input.key)?;
-        check_conditions(
-            &record,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
-        let arn = object_arn(&input.bucket, &input.key);
-        let (_, metadata) = self.open_object(&record, &ctx, &arn, customer.as_ref())?;
-        let (range, content_range, parts_count) =
-            read_extent(&record, input.part_number, input.range.as_ref())?;
-        let sse = SseFields::of(&record.key, customer.as_ref().map(|c| c.md5_base64.clone()));
-        let headers = record.headers;
+        let get = GetObjectInput {
+            bucket: input.bucket,
+            key: input.key,
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+            part_number: input.part_number,
+            range: input.range,
+            sse_customer_algorithm: input.sse_customer_algorithm,
+            sse_customer_key: input.sse_customer_key,
+            sse_customer_key_md5: input.sse_customer_key_md5,
+            ..GetObjectInput::default()
+        };
+        let out = self.read_object(&ctx, get, false)?;
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(to_i64(range.end - range.start)),
-            content_range,
-            parts_count,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(record.etag)),
-            last_modified: Some(timestamp(record.last_modified)),
-            metadata,
-            content_type: headers.content_type.and_then(|t| t.parse().ok()),
-            content_encoding: headers.content_encoding,
-            content_disposition: headers.content_disposition,
-            content_language: headers.content_language,
-            cache_control: headers.cache_control,
-            server_side_encryption: sse.algorithm,
-            ssekms_key_id: sse.kms_key_id,
-            bucket_key_enabled: sse.bucket_key_enabled,
-            sse_customer_algorithm: sse.customer_algorithm,
-            sse_customer_key_md5: sse.customer_key_md5,
-            checksum_crc32: record.checksums.get("crc32").cloned(),
-            checksum_crc32c: record.checksums.get("crc32c").cloned(),
-            checksum_sha1: record.checksums.get("sha1").cloned(),
-            checksum_sha256: record.checksums.get("sha256").cloned(),
-            checksum_crc64nvme: record.checksums.get("crc64nvme").cloned(),
+            content_length: out.content_length,
+            content_range: out.content_range,
+            parts_count: out.parts_count,
+            accept_ranges: out.accept_ranges,
+            e_tag: out.e_tag,
+            last_modified: out.last_modified,
+            metadata: out.metadata,
+            content_type: out.content_type,
+            content_encoding: out.content_encoding,
+            content_disposition: out.content_disposition,
+            content_language: out.content_language,
+            cache_control: out.cache_control,
+            server_side_encryption: out.server_side_encryption,
+            ssekms_key_id: out.ssekms_key_id,
+            bucket_key_enabled: out.bucket_key_enabled,
+            sse_customer_algorithm: out.sse_customer_algorithm,
+            sse_customer_key_md5: out.sse_customer_key_md5,
+            checksum_crc32: out.checksum_crc32,
+            checksum_crc32c: out.checksum_crc32c,
+            checksum_sha1: out.checksum_sha1,
+            checksum_sha256: out.checksum_sha256,
+            checksum_crc64nvme: out.checksum_crc64nvme,
             ..HeadObjectOutput::default()
         }))
     }
@@ -1098,6 +1031,83 @@ impl S3 for ObjectService {
             uploads: Some(list),
             ..ListMultipartUploadsOutput::default()
         }))
+    }
+}
+
+impl ObjectService {
+    /// GetObject, and HeadObject when `with_body` is false: conditions, the SSE-C key, the
+    /// data key, the extent, and (with a body) the first segment opened before answering.
+    fn read_object(
+        &self,
+        ctx: &RequestContext,
+        input: GetObjectInput,
+        with_body: bool,
+    ) -> S3Result<GetObjectOutput> {
+        let record = self.object(&input.bucket, &input.key)?;
+        check_conditions(
+            &record,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let customer = self.customer_key(
+            customer_headers(
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            ctx,
+        )?;
+        let arn = object_arn(&input.bucket, &input.key);
+        let (data_key, metadata) = self.open_object(&record, ctx, &arn, customer.as_ref())?;
+        let (range, content_range, parts_count) =
+            read_extent(&record, input.part_number, input.range.as_ref())?;
+        let length = range.end - range.start;
+        let body = if with_body {
+            let streams = self.open_streams(&record.streams, &data_key)?;
+            Some(StreamingBlob::wrap(read_range(streams, range)?))
+        } else {
+            None
+        };
+        let sse = SseFields::of(&record.key, customer.as_ref().map(|c| c.md5_base64.clone()));
+        let headers = record.headers;
+        // S3 gives whole-object checksums only when the whole object is served.
+        let checksums = if content_range.is_none() {
+            record.checksums
+        } else {
+            BTreeMap::new()
+        };
+        Ok(GetObjectOutput {
+            body,
+            content_length: Some(to_i64(length)),
+            content_range,
+            parts_count,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(record.etag)),
+            last_modified: Some(timestamp(record.last_modified)),
+            metadata,
+            content_type: input
+                .response_content_type
+                .or_else(|| headers.content_type.and_then(|t| t.parse().ok())),
+            content_encoding: input.response_content_encoding.or(headers.content_encoding),
+            content_disposition: input
+                .response_content_disposition
+                .or(headers.content_disposition),
+            content_language: input.response_content_language.or(headers.content_language),
+            cache_control: input.response_cache_control.or(headers.cache_control),
+            server_side_encryption: sse.algorithm,
+            ssekms_key_id: sse.kms_key_id,
+            bucket_key_enabled: sse.bucket_key_enabled,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_key_md5,
+            checksum_crc32: checksums.get("crc32").cloned(),
+            checksum_crc32c: checksums.get("crc32c").cloned(),
+            checksum_sha1: checksums.get("sha1").cloned(),
+            checksum_sha256: checksums.get("sha256").cloned(),
+            checksum_crc64nvme: checksums.get("crc64nvme").cloned(),
+            ..GetObjectOutput::default()
+        })
     }
 }
 
