@@ -323,87 +323,14 @@ impl S3 for ObjectService {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let ctx = client_context(&req.extensions)?;
-        let trailers = req.trailing_headers.clone();
-        let mut input = req.input;
-        let bucket = self.bucket(&input.bucket)?;
-        if let Some(condition) = &input.if_none_match
-            && condition.is_any()
-            && self
-                .index
-                .object(&input.bucket, &input.key)
-                .map_err(internal)?
-                .is_some()
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
+        let mut body = req.input.body.take();
+        let result = self.put_object_with(req, &mut body).await;
+        if result.is_err() {
+            drain(body).await;
         }
-        let headers = sse_headers(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-        );
-        let requested = self.resolve_sse(&headers, &bucket, &ctx)?;
-        let arn = object_arn(&input.bucket, &input.key);
-        let data_key = self.keys.create(&requested, &ctx, &arn)?;
-        let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
-        let sealed = self
-            .seal(&data_key.key, input.body.take(), checksums)
-            .await?;
-        if let Err(error) = verify_body(
-            &sealed,
-            input.content_md5.as_deref(),
-            input.content_length,
-            &input,
-            trailers.as_ref(),
-        ) {
-            self.delete_blobs(std::slice::from_ref(&sealed.stream));
-            return Err(error);
-        }
-        let etag = object_etag(&data_key.protection, &sealed.md5);
-        let record = ObjectRecord {
-            size: sealed.stream.size,
-            etag: etag.clone(),
-            last_modified: now(),
-            key: data_key.protection,
-            streams: vec![sealed.stream],
-            multipart: false,
-            headers: ContentHeaders {
-                content_type: input.content_type.as_ref().map(ToString::to_string),
-                content_encoding: input.content_encoding.clone(),
-                content_disposition: input.content_disposition.clone(),
-                content_language: input.content_language.clone(),
-                cache_control: input.cache_control.clone(),
-            },
-            sealed_metadata: seal_metadata(&data_key.key, &arn, input.metadata.as_ref()),
-            checksums: checksum_map(&sealed.checksum),
-        };
-        self.store_object(&input.bucket, &input.key, &record)?;
-        let sse = SseFields::of(&record.key, customer_md5(&requested));
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            server_side_encryption: sse.algorithm,
-            ssekms_key_id: sse.kms_key_id,
-            bucket_key_enabled: sse.bucket_key_enabled,
-            sse_customer_algorithm: sse.customer_algorithm,
-            sse_customer_key_md5: sse.customer_key_md5,
-            checksum_crc32: sealed.checksum.checksum_crc32,
-            checksum_crc32c: sealed.checksum.checksum_crc32c,
-            checksum_sha1: sealed.checksum.checksum_sha1,
-            checksum_sha256: sealed.checksum.checksum_sha256,
-            checksum_crc64nvme: sealed.checksum.checksum_crc64nvme,
-            ..PutObjectOutput::default()
-        }))
+        result
     }
 
     async fn get_object(
@@ -763,81 +690,14 @@ impl S3 for ObjectService {
 
     async fn upload_part(
         &self,
-        req: S3Request<UploadPartInput>,
+        mut req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let ctx = client_context(&req.extensions)?;
-        let trailers = req.trailing_headers.clone();
-        let mut input = req.input;
-        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
+        let mut body = req.input.body.take();
+        let result = self.upload_part_with(req, &mut body).await;
+        if result.is_err() {
+            drain(body).await;
         }
-        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
-        let arn = object_arn(&input.bucket, &input.key);
-        let data_key = self
-            .keys
-            .open(&upload.data_key, &ctx, &arn, customer.as_ref())?;
-        let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
-        let sealed = self.seal(&data_key, input.body.take(), checksums).await?;
-        if let Err(error) = verify_body(
-            &sealed,
-            input.content_md5.as_deref(),
-            input.content_length,
-            &input,
-            trailers.as_ref(),
-        ) {
-            self.delete_blobs(std::slice::from_ref(&sealed.stream));
-            return Err(error);
-        }
-        let etag = object_etag(&upload.data_key, &sealed.md5);
-        let part = PartRecord {
-            stream: sealed.stream,
-            etag: etag.clone(),
-            last_modified: now(),
-        };
-        // The cast is safe: the range check above.
-        let number = input.part_number as u32;
-        match tokio::task::block_in_place(|| self.index.put_part(&input.upload_id, number, &part))
-            .map_err(internal)?
-        {
-            Some(replaced) => {
-                if let Some(replaced) = replaced {
-                    self.delete_blobs(std::slice::from_ref(&replaced.stream));
-                }
-            }
-            None => {
-                self.delete_blobs(std::slice::from_ref(&part.stream));
-                return Err(no_such_upload());
-            }
-        }
-        let sse = SseFields::of(
-            &upload.data_key,
-            customer.as_ref().map(|c| c.md5_base64.clone()),
-        );
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            server_side_encryption: sse.algorithm,
-            ssekms_key_id: sse.kms_key_id,
-            bucket_key_enabled: sse.bucket_key_enabled,
-            sse_customer_algorithm: sse.customer_algorithm,
-            sse_customer_key_md5: sse.customer_key_md5,
-            checksum_crc32: sealed.checksum.checksum_crc32,
-            checksum_crc32c: sealed.checksum.checksum_crc32c,
-            checksum_sha1: sealed.checksum.checksum_sha1,
-            checksum_sha256: sealed.checksum.checksum_sha256,
-            checksum_crc64nvme: sealed.checksum.checksum_crc64nvme,
-            ..UploadPartOutput::default()
-        }))
+        result
     }
 
     async fn complete_multipart_upload(
@@ -1108,6 +968,176 @@ impl ObjectService {
             checksum_crc64nvme: checksums.get("crc64nvme").cloned(),
             ..GetObjectOutput::default()
         })
+    }
+}
+
+impl ObjectService {
+    /// put_object; `body` is taken once the request is known to be acceptable.
+    async fn put_object_with(
+        &self,
+        req: S3Request<PutObjectInput>,
+        body: &mut Option<StreamingBlob>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let ctx = client_context(&req.extensions)?;
+        let trailers = req.trailing_headers.clone();
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket)?;
+        if let Some(condition) = &input.if_none_match
+            && condition.is_any()
+            && self
+                .index
+                .object(&input.bucket, &input.key)
+                .map_err(internal)?
+                .is_some()
+        {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+        let headers = sse_headers(
+            input.server_side_encryption.as_ref(),
+            input.ssekms_key_id.as_deref(),
+            input.ssekms_encryption_context.as_deref(),
+            input.bucket_key_enabled,
+            customer_headers(
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+        );
+        let requested = self.resolve_sse(&headers, &bucket, &ctx)?;
+        let arn = object_arn(&input.bucket, &input.key);
+        let data_key = self.keys.create(&requested, &ctx, &arn)?;
+        let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
+        let sealed = self.seal(&data_key.key, body.take(), checksums).await?;
+        if let Err(error) = verify_body(
+            &sealed,
+            input.content_md5.as_deref(),
+            input.content_length,
+            &input,
+            trailers.as_ref(),
+        ) {
+            self.delete_blobs(std::slice::from_ref(&sealed.stream));
+            return Err(error);
+        }
+        let etag = object_etag(&data_key.protection, &sealed.md5);
+        let record = ObjectRecord {
+            size: sealed.stream.size,
+            etag: etag.clone(),
+            last_modified: now(),
+            key: data_key.protection,
+            streams: vec![sealed.stream],
+            multipart: false,
+            headers: ContentHeaders {
+                content_type: input.content_type.as_ref().map(ToString::to_string),
+                content_encoding: input.content_encoding.clone(),
+                content_disposition: input.content_disposition.clone(),
+                content_language: input.content_language.clone(),
+                cache_control: input.cache_control.clone(),
+            },
+            sealed_metadata: seal_metadata(&data_key.key, &arn, input.metadata.as_ref()),
+            checksums: checksum_map(&sealed.checksum),
+        };
+        self.store_object(&input.bucket, &input.key, &record)?;
+        let sse = SseFields::of(&record.key, customer_md5(&requested));
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            server_side_encryption: sse.algorithm,
+            ssekms_key_id: sse.kms_key_id,
+            bucket_key_enabled: sse.bucket_key_enabled,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_key_md5,
+            checksum_crc32: sealed.checksum.checksum_crc32,
+            checksum_crc32c: sealed.checksum.checksum_crc32c,
+            checksum_sha1: sealed.checksum.checksum_sha1,
+            checksum_sha256: sealed.checksum.checksum_sha256,
+            checksum_crc64nvme: sealed.checksum.checksum_crc64nvme,
+            ..PutObjectOutput::default()
+        }))
+    }
+}
+
+impl ObjectService {
+    /// upload_part; `body` is taken once the request is known to be acceptable.
+    async fn upload_part_with(
+        &self,
+        req: S3Request<UploadPartInput>,
+        body: &mut Option<StreamingBlob>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let ctx = client_context(&req.extensions)?;
+        let trailers = req.trailing_headers.clone();
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
+        let customer = self.customer_key(
+            customer_headers(
+                &input.sse_customer_algorithm,
+                &input.sse_customer_key,
+                &input.sse_customer_key_md5,
+            ),
+            &ctx,
+        )?;
+        let arn = object_arn(&input.bucket, &input.key);
+        let data_key = self
+            .keys
+            .open(&upload.data_key, &ctx, &arn, customer.as_ref())?;
+        let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
+        let sealed = self.seal(&data_key, body.take(), checksums).await?;
+        if let Err(error) = verify_body(
+            &sealed,
+            input.content_md5.as_deref(),
+            input.content_length,
+            &input,
+            trailers.as_ref(),
+        ) {
+            self.delete_blobs(std::slice::from_ref(&sealed.stream));
+            return Err(error);
+        }
+        let etag = object_etag(&upload.data_key, &sealed.md5);
+        let part = PartRecord {
+            stream: sealed.stream,
+            etag: etag.clone(),
+            last_modified: now(),
+        };
+        // The cast is safe: the range check above.
+        let number = input.part_number as u32;
+        match tokio::task::block_in_place(|| self.index.put_part(&input.upload_id, number, &part))
+            .map_err(internal)?
+        {
+            Some(replaced) => {
+                if let Some(replaced) = replaced {
+                    self.delete_blobs(std::slice::from_ref(&replaced.stream));
+                }
+            }
+            None => {
+                self.delete_blobs(std::slice::from_ref(&part.stream));
+                return Err(no_such_upload());
+            }
+        }
+        let sse = SseFields::of(
+            &upload.data_key,
+            customer.as_ref().map(|c| c.md5_base64.clone()),
+        );
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            server_side_encryption: sse.algorithm,
+            ssekms_key_id: sse.kms_key_id,
+            bucket_key_enabled: sse.bucket_key_enabled,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_key_md5,
+            checksum_crc32: sealed.checksum.checksum_crc32,
+            checksum_crc32c: sealed.checksum.checksum_crc32c,
+            checksum_sha1: sealed.checksum.checksum_sha1,
+            checksum_sha256: sealed.checksum.checksum_sha256,
+            checksum_crc64nvme: sealed.checksum.checksum_crc64nvme,
+            ..UploadPartOutput::default()
+        }))
     }
 }
 
@@ -1592,6 +1622,22 @@ fn decode_token(token: &str) -> S3Result<String> {
                 "The continuation token provided is incorrect"
             )
         })
+}
+
+/// Reads and discards what is left of a rejected request's body (up to 64 MiB), so the
+/// connection can carry the client's next request; a larger rest is dropped, which closes it.
+async fn drain(body: Option<StreamingBlob>) {
+    use futures::StreamExt as _;
+    let Some(mut body) = body else {
+        return;
+    };
+    let mut left: usize = 64 * 1024 * 1024;
+    while let Some(Ok(chunk)) = body.next().await {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            return;
+        }
+    }
 }
 
 fn no_such_upload() -> S3Error {

@@ -71,6 +71,13 @@ async fn handle(
     if endpoint == Endpoint::S3
         && let Some(s3) = &state.s3
     {
+        let has_body = request
+            .headers()
+            .contains_key(hyper::header::TRANSFER_ENCODING)
+            || request
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .is_some_and(|length| length.as_bytes() != b"0");
         let mut request = request.map(s3s::Body::from);
         request.extensions_mut().insert(atrest_s3::ClientInfo {
             ip: peer.ip(),
@@ -87,6 +94,14 @@ async fn handle(
         };
         if let Ok(value) = request_id.parse() {
             response.headers_mut().insert("x-amz-request-id", value);
+        }
+        // A request refused before its body was read (bad signature, access denied) leaves
+        // that body on the connection: close it rather than parse the rest as a request.
+        if has_body && !response.status().is_success() {
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
         }
         return Ok(response.map(Either::Right));
     }
