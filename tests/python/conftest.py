@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -25,12 +26,30 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def self_signed_certificate(directory: Path):
+    """A P-256 certificate for 127.0.0.1 and localhost, made with the openssl CLI."""
+    cert, key = directory / "tls-cert.pem", directory / "tls-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=atrest test",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True)
+    return cert, key
+
+
 class Server:
-    def __init__(self, *extra_args):
+    def __init__(self, *extra_args, tls=False):
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
+        self.ca_bundle = None
+        if tls:
+            # Outside the data dir, so the plaintext search does not scan the key.
+            cert, key = self_signed_certificate(Path(tempfile.mkdtemp(prefix="atrest-tls-")))
+            self.ca_bundle = str(cert)
+            self.extra_args = (*extra_args, "--tls-cert", str(cert), "--tls-key", str(key))
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
         self.log = open(self.dir.parent / f"{self.dir.name}.log", "wb")
         self.start()
 
@@ -41,6 +60,7 @@ class Server:
 
     def start(self):
         extra_args = self.extra_args
+        context = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
         env = dict(os.environ)
         env.pop("ATREST_HSM_PASSPHRASE", None)
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
@@ -54,7 +74,7 @@ class Server:
         while time.time() < deadline:
             assert self.process.poll() is None, "atrest exited during start-up"
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/_atrest/health", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.endpoint}/_atrest/health", timeout=1, context=context) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -66,6 +86,7 @@ class Server:
             service,
             config=config,
             endpoint_url=self.endpoint,
+            verify=self.ca_bundle,
             region_name="us-east-1",
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
@@ -75,7 +96,8 @@ class Server:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=ROOT_SECRET,
                    AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
         aws = shutil.which("aws") or str(Path(os.sys.executable).parent / "aws")
-        result = subprocess.run([aws, "--endpoint-url", self.endpoint, "--output", "json", *args],
+        tls = ["--ca-bundle", self.ca_bundle] if self.ca_bundle else []
+        result = subprocess.run([aws, "--endpoint-url", self.endpoint, *tls, "--output", "json", *args],
                                 env=env, capture_output=True, text=True)
         if check:
             assert result.returncode == 0, result.stderr

@@ -4,13 +4,14 @@ import base64
 import hashlib
 import json
 import os
+import urllib.error
 import urllib.request
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import error_code, http_status
+from conftest import Server, error_code, http_status
 
 MIB = 1024 * 1024
 SEGMENT = 64 * 1024
@@ -256,6 +257,30 @@ def test_sse_c_refused_over_plain_http_by_default(server):
     with pytest.raises(ClientError) as excinfo:
         s3.put_object(Bucket="nohttp", Key="c", Body=b"x", **sse_c(customer_key()))
     assert (error_code(excinfo), http_status(excinfo)) == ("InvalidRequest", 400)
+
+
+def test_sse_c_over_https_with_the_servers_own_certificate():
+    server = Server(tls=True)
+    try:
+        s3 = server.client("s3")
+        s3.create_bucket(Bucket="tls-bucket")
+        key = customer_key()
+        body = marker("tls-ssec", 200_000)
+        s3.put_object(Bucket="tls-bucket", Key="c", Body=body, **sse_c(key))
+        assert s3.get_object(Bucket="tls-bucket", Key="c", **sse_c(key))["Body"].read() == body
+        with pytest.raises(ClientError) as excinfo:
+            s3.get_object(Bucket="tls-bucket", Key="c", **sse_c(customer_key()))
+        assert (error_code(excinfo), http_status(excinfo)) == ("AccessDenied", 403)
+        # The KMS answers on the same HTTPS port, for the aws CLI too.
+        created = json.loads(server.aws("kms", "create-key").stdout)
+        assert created["KeyMetadata"]["Enabled"]
+        # A client that does not trust the certificate is refused by its own TLS stack.
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"{server.endpoint}/_atrest/health", timeout=5)
+        server.assert_not_on_disk(b"<atrest-plaintext-tls-ssec>", "SSE-C object data over HTTPS")
+        server.assert_not_on_disk(key, "the customer key")
+    finally:
+        server.stop()
 
 
 def test_conflicting_and_unknown_encryption_headers(s3_server, s3):

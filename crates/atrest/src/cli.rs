@@ -91,6 +91,12 @@ pub struct ServeArgs {
     /// key travels in a header; use it only on loopback or a trusted network.
     #[arg(long)]
     pub allow_sse_c_over_http: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

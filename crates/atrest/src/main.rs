@@ -62,6 +62,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(atrest_server::TlsConfig::from_pem_files(cert, key).map_err(CliError::Config)?)
+        }
+        _ => None,
+    };
     let opened = datadir::open(&args.data)?;
     if let Some(root) = &opened.new_root {
         println!(
@@ -87,8 +93,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings)
             .map_err(CliError::Config)?;
         let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3));
-        tracing::info!(listen = %args.listen, data_dir = %args.data.data_dir.display(), "atrest is serving");
-        atrest_server::serve(listener, state, shutdown_signal())
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %args.listen, scheme, data_dir = %args.data.data_dir.display(), "atrest is serving");
+        atrest_server::serve(listener, state, tls, shutdown_signal())
             .await
             .map_err(|error| CliError::Config(format!("server failed: {error}")))?;
         tracing::info!("atrest stopped");

@@ -27,13 +27,16 @@ use crate::query::{
     xml::{self, QueryError},
 };
 use crate::route::{self, Endpoint};
+use crate::tls::TlsConfig;
 
-/// Serves connections from `listener` until `shutdown` resolves.
+/// Serves connections from `listener` until `shutdown` resolves; HTTPS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -45,16 +48,45 @@ pub async fn serve(
             tracing::warn!(%error, %peer, "could not set TCP_NODELAY");
         }
         let state = Arc::clone(&state);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));
-            if let Err(error) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+            let Some(acceptor) = acceptor else {
+                return serve_connection(
+                    stream,
+                    state,
+                    Client {
+                        peer,
+                        secure: false,
+                    },
+                )
+                .await;
+            };
+            match acceptor.accept(stream).await {
+                Ok(stream) => serve_connection(stream, state, Client { peer, secure: true }).await,
+                Err(error) => tracing::debug!(%error, %peer, "TLS handshake failed"),
             }
         });
+    }
+}
+
+/// Where a request came from, and whether it came over TLS (`aws:SecureTransport`).
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    peer: SocketAddr,
+    secure: bool,
+}
+
+async fn serve_connection<Io>(stream: Io, state: Arc<AppState>, client: Client)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle(Arc::clone(&state), client, request));
+    if let Err(error) = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%error, peer = %client.peer, "connection ended with an error");
     }
 }
 
@@ -63,7 +95,7 @@ type ResponseBody = Either<Full<Bytes>, s3s::Body>;
 
 async fn handle(
     state: Arc<AppState>,
-    peer: SocketAddr,
+    client: Client,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = request_id();
@@ -80,8 +112,8 @@ async fn handle(
                 .is_some_and(|length| length.as_bytes() != b"0");
         let mut request = request.map(s3s::Body::from);
         request.extensions_mut().insert(atrest_s3::ClientInfo {
-            ip: peer.ip(),
-            secure: false,
+            ip: client.peer.ip(),
+            secure: client.secure,
         });
         let mut response = match s3.call(request).await {
             Ok(response) => response,
@@ -108,9 +140,9 @@ async fn handle(
     let response = match endpoint {
         Endpoint::Health => health(&state),
         Endpoint::Kms { operation } => {
-            kms_request(&state, peer, request, operation, &request_id).await
+            kms_request(&state, client, request, operation, &request_id).await
         }
-        Endpoint::Query => query_request(&state, peer, request, &request_id).await,
+        Endpoint::Query => query_request(&state, client, request, &request_id).await,
         Endpoint::UnknownTarget { target } => kms_error(&WireError::unknown_target(&target)),
         Endpoint::S3 => s3_not_served(),
         Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -124,13 +156,19 @@ async fn handle(
 
 async fn kms_request(
     state: &Arc<AppState>,
-    peer: SocketAddr,
+    client: Client,
     request: Request<Incoming>,
     operation: String,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let mut record = audit::start("kms.amazonaws.com", &operation, &parts, peer, request_id);
+    let mut record = audit::start(
+        "kms.amazonaws.com",
+        &operation,
+        &parts,
+        client.peer,
+        request_id,
+    );
     let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -144,7 +182,7 @@ async fn kms_request(
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
-        let ctx = RequestContext::new(caller, Some(peer.ip().to_string()), false);
+        let ctx = RequestContext::new(caller, Some(client.peer.ip().to_string()), client.secure);
         (
             kms::dispatch(&state.kms, &ctx, &operation, &body),
             Some(ctx),
@@ -168,7 +206,7 @@ async fn kms_request(
 /// IAM and STS: the service is the one the request was signed for.
 async fn query_request(
     state: &Arc<AppState>,
-    peer: SocketAddr,
+    client: Client,
     request: Request<Incoming>,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
@@ -184,7 +222,7 @@ async fn query_request(
     } else {
         "iam.amazonaws.com"
     };
-    let mut record = audit::start(source, "", &parts, peer, request_id);
+    let mut record = audit::start(source, "", &parts, client.peer, request_id);
     let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -224,7 +262,7 @@ async fn query_request(
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
-        let ctx = RequestContext::new(caller, Some(peer.ip().to_string()), false);
+        let ctx = RequestContext::new(caller, Some(client.peer.ip().to_string()), client.secure);
         let result = if service == "sts" {
             query::sts::dispatch(&state.kms, &ctx, &params, request_id)
         } else {

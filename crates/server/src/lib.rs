@@ -10,6 +10,7 @@ mod http;
 mod kms;
 mod query;
 mod route;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use atrest_audit::AuditLog;
 use atrest_kms::Kms;
 
 pub use http::serve;
+pub use tls::TlsConfig;
 
 /// What every request handler shares.
 pub struct AppState {
