@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use atrest_policy::{
-    Context, Decision, Policy, Principal, RequestFacts, decide, decide_identity_only,
-};
+use atrest_policy::{Context, Decision, Policy, Principal, RequestFacts, decide, decide_union};
 
 use crate::model::KeyRecord;
 use crate::principals::Caller;
@@ -169,7 +167,21 @@ impl Kms {
         action: &str,
         resource: &str,
     ) -> Result<(), KmsError> {
-        let mut facts = Context::new();
+        self.authorize_with_resource_policy(ctx, action, resource, None, Context::new())
+    }
+
+    /// Authorizes `action` on `resource` by the caller's IAM policies and the resource's own
+    /// policy (a bucket policy) together, as services other than KMS do: either may allow,
+    /// a Deny in either refuses. `facts` holds the service's condition keys; the global
+    /// `aws:*` keys are added here.
+    pub fn authorize_with_resource_policy(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource: &str,
+        resource_policy: Option<&Policy>,
+        mut facts: Context,
+    ) -> Result<(), KmsError> {
         self.add_global_facts(ctx, &mut facts, &|_| true);
         let identity = self.identity_policies_of(&ctx.caller)?;
         let principal = principal(&ctx.caller);
@@ -179,19 +191,19 @@ impl Kms {
             resource,
             context: &facts,
         };
-        match decide_identity_only(&identity, &request) {
+        match decide_union(resource_policy, &identity, &request) {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny => Err(access_denied(
                 &ctx.caller,
                 action,
                 resource,
-                "with an explicit deny in an identity-based policy",
+                "with an explicit deny in an identity-based or resource-based policy",
             )),
             Decision::ImplicitDeny => Err(access_denied(
                 &ctx.caller,
                 action,
                 resource,
-                "because no identity-based policy allows the action",
+                "because no identity-based or resource-based policy allows the action",
             )),
         }
     }

@@ -22,6 +22,11 @@ impl Caller {
     pub fn user_name(&self) -> Option<&str> {
         self.arn.split_once(":user/").map(|(_, name)| name)
     }
+
+    /// Whether this is the account's root user.
+    pub fn is_root(&self) -> bool {
+        self.arn == format!("arn:aws:iam::{}:root", self.account)
+    }
 }
 
 /// What `atrest user add` prints and what the first start writes to `root-credentials.json`.

@@ -142,6 +142,20 @@ impl Policy {
         })
     }
 
+    /// Every Resource (or NotResource) pattern, so a service can check they name its resources.
+    pub fn resources(&self) -> impl Iterator<Item = &str> {
+        self.statements
+            .iter()
+            .flat_map(|statement| statement.resources.patterns.iter().map(String::as_str))
+    }
+
+    /// Every Action (or NotAction) pattern.
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.statements
+            .iter()
+            .flat_map(|statement| statement.actions.patterns.iter().map(String::as_str))
+    }
+
     /// Whether any statement has a Condition: if none does, no request context is needed.
     pub fn has_conditions(&self) -> bool {
         !self.condition_keys.is_empty()

@@ -96,6 +96,38 @@ pub fn decide<P: Borrow<Policy>>(
     }
 }
 
+/// Combines a bucket-style resource policy with the caller's identity policies for a caller in
+/// the resource's own account (S3 User Guide, "How Amazon S3 authorizes a request"): an
+/// explicit Deny in either wins; otherwise an Allow in either suffices (the union). A resource
+/// policy that names the account grants only the root, since users still need IAM's Allow.
+pub fn decide_union<P: Borrow<Policy>>(
+    resource_policy: Option<&Policy>,
+    identity_policies: &[P],
+    request: &RequestFacts<'_>,
+) -> Decision {
+    let root = request.principal.is_root();
+    let mut allow = root;
+    for policy in identity_policies {
+        let verdict = policy.borrow().evaluate_identity(request);
+        if verdict.explicit_deny {
+            return Decision::ExplicitDeny;
+        }
+        allow |= verdict.allow;
+    }
+    if let Some(policy) = resource_policy {
+        let verdict = policy.evaluate(request);
+        if verdict.explicit_deny {
+            return Decision::ExplicitDeny;
+        }
+        allow |= verdict.allow || (verdict.allow_account && root);
+    }
+    if allow {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
 /// Decides an action on no particular resource (CreateKey, ListKeys, IAM calls): the root may;
 /// a user needs an identity-policy Allow and no Deny.
 pub fn decide_identity_only<P: Borrow<Policy>>(
@@ -279,6 +311,57 @@ mod tests {
         assert_eq!(
             decide_for(policy, &[], &root(), "kms:Encrypt", &with_app),
             Decision::Allow
+        );
+    }
+
+    /// The bucket policy that enforces SSE-KMS (S3 User Guide, "Requiring server-side
+    /// encryption"), plus an Allow for a user that has no IAM policy of its own.
+    #[test]
+    fn bucket_policies_are_a_union_with_iam_and_their_deny_binds_the_root() {
+        let bucket_policy = Policy::parse_resource_policy(
+            r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/*",
+             "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:user/reader"},
+             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}"#,
+        )
+        .unwrap();
+        let decide_s3 = |principal: &Principal, action: &str, sse: Option<&str>| {
+            let mut context = Context::new();
+            if let Some(sse) = sse {
+                context.set("s3:x-amz-server-side-encryption", sse);
+            }
+            let no_iam: [Policy; 0] = [];
+            decide_union(
+                Some(&bucket_policy),
+                &no_iam,
+                &RequestFacts {
+                    principal,
+                    action,
+                    resource: "arn:aws:s3:::b/k",
+                    context: &context,
+                },
+            )
+        };
+        assert_eq!(
+            decide_s3(&root(), "s3:PutObject", Some("aws:kms")),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide_s3(&root(), "s3:PutObject", Some("AES256")),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            decide_s3(&root(), "s3:PutObject", None),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            decide_s3(&user("reader"), "s3:GetObject", None),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide_s3(&user("other"), "s3:GetObject", None),
+            Decision::ImplicitDeny
         );
     }
 

@@ -11,6 +11,11 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::path::S3Path;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
+use atrest_policy::{Context, Policy};
+
+use crate::bucket_policy;
+use crate::meta::{ObjectIndex, UploadRecord};
+
 /// What the HTTP front knows about the connection; it puts this in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -64,15 +69,49 @@ impl S3Auth for Auth {
     }
 }
 
-/// Authorizes each operation against the caller's IAM policies (the account root may do
-/// everything, as in AWS).
+/// Authorizes each operation against the caller's IAM policies and the bucket's policy, as
+/// S3 does for a caller in the bucket's account: either may allow, a Deny in either refuses.
+/// The root needs no Allow, and may always read, replace or delete a bucket policy, even one
+/// that denies it everything (AWS's way out of a lockout).
 pub struct Access {
     kms: Arc<Kms>,
+    index: Arc<dyn ObjectIndex>,
 }
 
 impl Access {
-    pub fn new(kms: Arc<Kms>) -> Self {
-        Self { kms }
+    pub fn new(kms: Arc<Kms>, index: Arc<dyn ObjectIndex>) -> Self {
+        Self { kms, index }
+    }
+
+    /// The policy of `bucket`, if it exists and has one.
+    fn bucket_policy(&self, bucket: &str) -> S3Result<Option<Policy>> {
+        let Some(record) = self.index.bucket(bucket).map_err(store_internal)? else {
+            return Ok(None);
+        };
+        let Some(text) = record.policy else {
+            return Ok(None);
+        };
+        // Validated when stored; a document that no longer parses denies rather than opens.
+        bucket_policy::parse(bucket, &text)
+            .map(Some)
+            .map_err(|error| {
+                tracing::error!(bucket, ?error, "stored bucket policy does not parse");
+                s3_error!(AccessDenied, "The bucket policy cannot be evaluated")
+            })
+    }
+
+    /// The multipart upload a part, copy-part or completion request belongs to.
+    fn upload_of(&self, operation: &str, query: Option<&str>) -> S3Result<Option<UploadRecord>> {
+        if !matches!(
+            operation,
+            "UploadPart" | "UploadPartCopy" | "CompleteMultipartUpload"
+        ) {
+            return Ok(None);
+        }
+        match bucket_policy::upload_id(query) {
+            Some(id) => self.index.upload(&id).map_err(store_internal),
+            None => Ok(None),
+        }
     }
 }
 
@@ -87,11 +126,31 @@ impl S3Access for Access {
             .credentials(&credentials.access_key)
             .map_err(kms_internal)?
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-        let action = iam_action(cx.s3_op().name());
-        let resource = match cx.s3_path() {
-            S3Path::Root => "*".to_owned(),
-            S3Path::Bucket { bucket } => format!("arn:aws:s3:::{bucket}"),
-            S3Path::Object { bucket, key } => format!("arn:aws:s3:::{bucket}/{key}"),
+        let operation = cx.s3_op().name();
+        let action = iam_action(operation);
+        let (resource, bucket) = match cx.s3_path() {
+            S3Path::Root => ("*".to_owned(), None),
+            S3Path::Bucket { bucket } => (format!("arn:aws:s3:::{bucket}"), Some(bucket)),
+            S3Path::Object { bucket, key } => {
+                (format!("arn:aws:s3:::{bucket}/{key}"), Some(bucket))
+            }
+        };
+        let policy_exempt = caller.is_root()
+            && matches!(
+                operation,
+                "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+            );
+        let policy = match bucket {
+            Some(bucket) if !policy_exempt => self.bucket_policy(bucket)?,
+            _ => None,
+        };
+        let facts = match &policy {
+            Some(_) => {
+                let query = cx.uri().query();
+                let upload = self.upload_of(operation, query)?;
+                bucket_policy::request_facts(cx.headers(), query, upload.as_ref())
+            }
+            None => Context::new(),
         };
         let client = cx.extensions_mut().get::<ClientInfo>().cloned();
         let ctx = RequestContext::new(
@@ -100,7 +159,7 @@ impl S3Access for Access {
             client.is_some_and(|client| client.secure),
         );
         self.kms
-            .authorize_identity(&ctx, &action, &resource)
+            .authorize_with_resource_policy(&ctx, &action, &resource, policy.as_ref(), facts)
             .map_err(|error| match error {
                 KmsError::AccessDenied(message) => {
                     S3Error::with_message(S3ErrorCode::AccessDenied, message)
@@ -110,6 +169,14 @@ impl S3Access for Access {
         cx.extensions_mut().insert(Authenticated(caller));
         Ok(())
     }
+}
+
+fn store_internal(error: crate::meta::StoreError) -> S3Error {
+    tracing::error!(%error, "object index");
+    s3_error!(
+        InternalError,
+        "We encountered an internal error. Please try again."
+    )
 }
 
 fn kms_internal(error: KmsError) -> S3Error {

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod blobs;
+pub mod bucket_policy;
 pub mod meta;
 mod seal;
 pub mod service;
@@ -41,9 +42,10 @@ pub fn embedded_service(
     let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
         .map_err(|error| format!("opening the object store: {error}"))?;
     let keys = sse::DataKeys::new(Arc::clone(&kms)).map_err(|error| error.to_string())?;
-    let service = service::ObjectService::new(Arc::new(index), Arc::new(blobs), keys, settings);
+    let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
+    let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);
     builder.set_auth(access::Auth::new(Arc::clone(&kms)));
-    builder.set_access(access::Access::new(kms));
+    builder.set_access(access::Access::new(kms, index));
     Ok(builder.build())
 }

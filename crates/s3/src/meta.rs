@@ -44,6 +44,9 @@ pub struct BucketRecord {
     pub name: String,
     pub created: i64,
     pub encryption: Option<BucketEncryption>,
+    /// The bucket policy as PutBucketPolicy stored it (validated then).
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// The bucket's default encryption (PutBucketEncryption).

@@ -14,6 +14,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::access::client_context;
 use crate::blobs::BlobStore;
+use crate::bucket_policy;
 use crate::meta::{
     BucketDeletion, BucketEncryption, BucketRecord, ContentHeaders, KeyProtection, ObjectIndex,
     ObjectRecord, PartRecord, StreamRecord, UploadRecord,
@@ -163,6 +164,7 @@ impl S3 for ObjectService {
             name: input.bucket.clone(),
             created: now(),
             encryption: None,
+            policy: None,
         };
         let created =
             tokio::task::block_in_place(|| self.index.create_bucket(&record)).map_err(internal)?;
@@ -319,6 +321,42 @@ impl S3 for ObjectService {
         bucket.encryption = None;
         tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
         Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let input = req.input;
+        let mut bucket = self.bucket(&input.bucket)?;
+        bucket_policy::parse(&bucket.name, &input.policy)?;
+        bucket.policy = Some(input.policy);
+        tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
+        Ok(S3Response::new(PutBucketPolicyOutput::default()))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let bucket = self.bucket(&req.input.bucket)?;
+        let policy = bucket
+            .policy
+            .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
+        Ok(S3Response::new(GetBucketPolicyOutput {
+            policy: Some(policy),
+        }))
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        let mut bucket = self.bucket(&req.input.bucket)?;
+        if bucket.policy.take().is_some() {
+            tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
+        }
+        Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
     }
 
     async fn put_object(
