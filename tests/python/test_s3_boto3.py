@@ -450,3 +450,103 @@ def test_a_flipped_byte_on_disk_fails_the_read(s3_server, s3, mode):
     # A range that avoids the damaged segment still reads.
     got = s3.get_object(Bucket="tamper", Key="t", Range="bytes=0-99", **read_args(mode, key))
     assert got["Body"].read() == body[:100]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_upload_part_copy_from_a_source_in_another_mode(s3_server, s3, mode):
+    """Parts copied from an SSE-C source into an upload of each mode, by range and whole."""
+    s3.create_bucket(Bucket="partcopy")
+    source_key, destination_key = customer_key(), customer_key()
+    source = marker("partcopy", 6 * MIB + 5)
+    s3.put_object(Bucket="partcopy", Key="src", Body=source, **sse_c(source_key))
+    created = s3.create_multipart_upload(Bucket="partcopy", Key="dst", **write_args(mode, destination_key))
+    upload_id = created["UploadId"]
+    part_sse = read_args(mode, destination_key)
+    first = s3.upload_part_copy(Bucket="partcopy", Key="dst", UploadId=upload_id, PartNumber=1,
+                                CopySource="partcopy/src", CopySourceRange=f"bytes=0-{5 * MIB}",
+                                **copy_sse_c(source_key), **part_sse)
+    second = s3.upload_part_copy(Bucket="partcopy", Key="dst", UploadId=upload_id, PartNumber=2,
+                                 CopySource={"Bucket": "partcopy", "Key": "src"}, **copy_sse_c(source_key), **part_sse)
+    s3.complete_multipart_upload(Bucket="partcopy", Key="dst", UploadId=upload_id, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": first["CopyPartResult"]["ETag"]},
+        {"PartNumber": 2, "ETag": second["CopyPartResult"]["ETag"]}]})
+    expected = source[:5 * MIB + 1] + source
+    got = s3.get_object(Bucket="partcopy", Key="dst", **read_args(mode, destination_key))
+    assert got["Body"].read() == expected
+    assert got["ContentLength"] == len(expected)
+    # The source key is needed, and the range must lie inside the source.
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket="partcopy", Key="dst2", UploadId=upload_id, PartNumber=1,
+                            CopySource="partcopy/src", **part_sse)
+    assert http_status(excinfo) in (400, 404)
+    upload2 = s3.create_multipart_upload(Bucket="partcopy", Key="dst2")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket="partcopy", Key="dst2", UploadId=upload2, PartNumber=1,
+                            CopySource="partcopy/src", **copy_sse_c(customer_key()))
+    assert (error_code(excinfo), http_status(excinfo)) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket="partcopy", Key="dst2", UploadId=upload2, PartNumber=1,
+                            CopySource="partcopy/src", CopySourceRange=f"bytes=0-{len(source)}",
+                            **copy_sse_c(source_key))
+    assert (error_code(excinfo), http_status(excinfo)) == ("InvalidArgument", 400)
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket="partcopy", Key="dst2", UploadId=upload2, PartNumber=1,
+                            CopySource="partcopy/src", CopySourceIfMatch='"not-the-etag"', **copy_sse_c(source_key))
+    assert (error_code(excinfo), http_status(excinfo)) == ("PreconditionFailed", 412)
+    s3_server.assert_not_on_disk(b"<atrest-plaintext-partcopy>", "part-copied data")
+
+
+def test_get_object_attributes(s3):
+    s3.create_bucket(Bucket="attrs")
+    body = b"attribute body"
+    s3.put_object(Bucket="attrs", Key="single", Body=body, ChecksumAlgorithm="SHA256")
+    attributes = s3.get_object_attributes(Bucket="attrs", Key="single",
+                                          ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "Checksum", "ObjectParts"])
+    assert attributes["ObjectSize"] == len(body)
+    assert attributes["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+    assert attributes["StorageClass"] == "STANDARD"
+    assert attributes["Checksum"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert "ObjectParts" not in attributes
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB + 1), b"last"]
+    upload_multipart(s3, "attrs", "multi", parts)
+    first_page = s3.get_object_attributes(Bucket="attrs", Key="multi", ObjectAttributes=["ObjectParts", "ObjectSize"],
+                                          MaxParts=2)
+    assert first_page["ObjectSize"] == sum(map(len, parts))
+    object_parts = first_page["ObjectParts"]
+    assert object_parts["TotalPartsCount"] == 3 and object_parts["IsTruncated"]
+    assert [(p["PartNumber"], p["Size"]) for p in object_parts["Parts"]] == [(1, 5 * MIB), (2, 5 * MIB + 1)]
+    rest = s3.get_object_attributes(Bucket="attrs", Key="multi", ObjectAttributes=["ObjectParts"],
+                                    PartNumberMarker=object_parts["NextPartNumberMarker"])["ObjectParts"]
+    assert [(p["PartNumber"], p["Size"]) for p in rest["Parts"]] == [(3, 4)] and not rest["IsTruncated"]
+    key = customer_key()
+    s3.put_object(Bucket="attrs", Key="ssec", Body=body, **sse_c(key))
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object_attributes(Bucket="attrs", Key="ssec", ObjectAttributes=["ObjectSize"])
+    assert http_status(excinfo) == 400
+    # botocore encodes the SSE-C key for GetObjectAttributes only if given as text.
+    encoded = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": base64.b64encode(key).decode(),
+               "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    assert s3.get_object_attributes(Bucket="attrs", Key="ssec", ObjectAttributes=["ObjectSize"],
+                                    **encoded)["ObjectSize"] == len(body)
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object_attributes(Bucket="attrs", Key="missing", ObjectAttributes=["ObjectSize"])
+    assert (error_code(excinfo), http_status(excinfo)) == ("NoSuchKey", 404)
+
+
+def test_list_object_versions_reports_null_versions(s3):
+    s3.create_bucket(Bucket="versions")
+    for key in ["a/1", "a/2", "b", "c"]:
+        s3.put_object(Bucket="versions", Key=key, Body=key.encode())
+    listed = s3.list_object_versions(Bucket="versions")
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in listed["Versions"]] == [
+        ("a/1", "null", True), ("a/2", "null", True), ("b", "null", True), ("c", "null", True)]
+    assert "DeleteMarkers" not in listed or listed["DeleteMarkers"] == []
+    page = s3.list_object_versions(Bucket="versions", MaxKeys=2)
+    assert page["IsTruncated"] and page["NextKeyMarker"] == "a/2" and page["NextVersionIdMarker"] == "null"
+    rest = s3.list_object_versions(Bucket="versions", KeyMarker=page["NextKeyMarker"],
+                                   VersionIdMarker=page["NextVersionIdMarker"])
+    assert [v["Key"] for v in rest["Versions"]] == ["b", "c"]
+    grouped = s3.list_object_versions(Bucket="versions", Delimiter="/")
+    assert [p["Prefix"] for p in grouped["CommonPrefixes"]] == ["a/"]
+    # A versioned read of the null version works like an unversioned one.
+    assert s3.get_object(Bucket="versions", Key="b", VersionId="null")["Body"].read() == b"b"

@@ -171,3 +171,25 @@ def test_secure_transport_allows_https():
         assert s3.get_object(Bucket="tls-only", Key="k")["Body"].read() == b"over tls"
     finally:
         server.stop()
+
+
+def test_a_copy_needs_read_access_to_its_source(s3_server, s3):
+    s3.create_bucket(Bucket="private-src")
+    s3.create_bucket(Bucket="drop-box")
+    s3.put_object(Bucket="private-src", Key="secret", Body=b"secret")
+    writer = user_client(s3_server, "copier", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::drop-box/*"}]})
+    with pytest.raises(ClientError) as excinfo:
+        writer.copy_object(Bucket="drop-box", Key="stolen", CopySource="private-src/secret")
+    assert error_code(excinfo) == "AccessDenied"
+    upload = writer.create_multipart_upload(Bucket="drop-box", Key="stolen")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        writer.upload_part_copy(Bucket="drop-box", Key="stolen", UploadId=upload, PartNumber=1,
+                                CopySource="private-src/secret")
+    assert error_code(excinfo) == "AccessDenied"
+    account = s3_server.client("sts").get_caller_identity()["Account"]
+    s3.put_bucket_policy(Bucket="private-src", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:user/copier"},
+         "Action": "s3:GetObject", "Resource": "arn:aws:s3:::private-src/*"}))
+    writer.copy_object(Bucket="drop-box", Key="shared", CopySource="private-src/secret")
+    assert s3.get_object(Bucket="drop-box", Key="shared")["Body"].read() == b"secret"

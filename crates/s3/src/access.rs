@@ -8,6 +8,7 @@ use std::sync::Arc;
 use atrest_kms::{Caller, Kms, KmsError, RequestContext};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::CopySource;
 use s3s::path::S3Path;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
@@ -126,48 +127,87 @@ impl S3Access for Access {
             .credentials(&credentials.access_key)
             .map_err(kms_internal)?
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-        let operation = cx.s3_op().name();
-        let action = iam_action(operation);
-        let (resource, bucket) = match cx.s3_path() {
-            S3Path::Root => ("*".to_owned(), None),
-            S3Path::Bucket { bucket } => (format!("arn:aws:s3:::{bucket}"), Some(bucket)),
-            S3Path::Object { bucket, key } => {
-                (format!("arn:aws:s3:::{bucket}/{key}"), Some(bucket))
-            }
-        };
-        let policy_exempt = caller.is_root()
-            && matches!(
-                operation,
-                "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
-            );
-        let policy = match bucket {
-            Some(bucket) if !policy_exempt => self.bucket_policy(bucket)?,
-            _ => None,
-        };
-        let facts = match &policy {
-            Some(_) => {
-                let query = cx.uri().query();
-                let upload = self.upload_of(operation, query)?;
-                bucket_policy::request_facts(cx.headers(), query, upload.as_ref())
-            }
-            None => Context::new(),
-        };
         let client = cx.extensions_mut().get::<ClientInfo>().cloned();
+        let operation = cx.s3_op().name();
         let ctx = RequestContext::new(
             caller.clone(),
             client.as_ref().map(|client| client.ip.to_string()),
             client.is_some_and(|client| client.secure),
         );
+        let target = match cx.s3_path() {
+            S3Path::Root => None,
+            S3Path::Bucket { bucket } => Some((bucket.as_ref(), None)),
+            S3Path::Object { bucket, key } => Some((bucket.as_ref(), Some(key.as_ref()))),
+        };
+        let request = Request {
+            operation,
+            headers: cx.headers(),
+            query: cx.uri().query(),
+        };
+        self.authorize(&ctx, &request, &iam_action(operation), target)?;
+        // A copy reads its source: that needs s3:GetObject there, under the source's policy.
+        if matches!(operation, "CopyObject" | "UploadPartCopy") {
+            let header = request
+                .headers
+                .get("x-amz-copy-source")
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| s3_error!(InvalidRequest, "x-amz-copy-source is required"))?;
+            let source = CopySource::parse(header)
+                .map_err(|_| s3_error!(InvalidArgument, "Invalid copy source object key"))?;
+            if let CopySource::Bucket { bucket, key, .. } = source {
+                self.authorize(&ctx, &request, "s3:GetObject", Some((&bucket, Some(&key))))?;
+            }
+        }
+        cx.extensions_mut().insert(Authenticated(caller));
+        Ok(())
+    }
+}
+
+/// What the authorization of one request looks at besides its target.
+struct Request<'a> {
+    operation: &'a str,
+    headers: &'a http::HeaderMap,
+    query: Option<&'a str>,
+}
+
+impl Access {
+    /// Authorizes `action` on a bucket or object (`None`: the account, e.g. ListBuckets).
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        request: &Request<'_>,
+        action: &str,
+        target: Option<(&str, Option<&str>)>,
+    ) -> S3Result<()> {
+        let resource = match target {
+            None => "*".to_owned(),
+            Some((bucket, None)) => format!("arn:aws:s3:::{bucket}"),
+            Some((bucket, Some(key))) => format!("arn:aws:s3:::{bucket}/{key}"),
+        };
+        let policy_exempt = ctx.caller.is_root()
+            && matches!(
+                request.operation,
+                "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+            );
+        let policy = match target {
+            Some((bucket, _)) if !policy_exempt => self.bucket_policy(bucket)?,
+            _ => None,
+        };
+        let facts = match &policy {
+            Some(_) => {
+                let upload = self.upload_of(request.operation, request.query)?;
+                bucket_policy::request_facts(request.headers, request.query, upload.as_ref())
+            }
+            None => Context::new(),
+        };
         self.kms
-            .authorize_with_resource_policy(&ctx, &action, &resource, policy.as_ref(), facts)
+            .authorize_with_resource_policy(ctx, action, &resource, policy.as_ref(), facts)
             .map_err(|error| match error {
                 KmsError::AccessDenied(message) => {
                     S3Error::with_message(S3ErrorCode::AccessDenied, message)
                 }
                 other => kms_internal(other),
-            })?;
-        cx.extensions_mut().insert(Authenticated(caller));
-        Ok(())
+            })
     }
 }
 

@@ -1,6 +1,9 @@
 //! The S3 operations, over [`ObjectIndex`] (metadata), [`BlobStore`] (sealed bytes) and
 //! [`DataKeys`] (the SSE modes). Operations that block on an fsync run in `block_in_place`.
 
+mod attributes;
+mod copy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
@@ -495,113 +498,28 @@ impl S3 for ObjectService {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let ctx = client_context(&req.extensions)?;
-        let input = req.input;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "access point copy sources are not supported"
-            ));
-        };
-        let destination = self.bucket(&input.bucket)?;
-        let source = self.object(source_bucket, source_key)?;
-        let source_customer = self.customer_key(
-            customer_headers(
-                &input.copy_source_sse_customer_algorithm,
-                &input.copy_source_sse_customer_key,
-                &input.copy_source_sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
-        let source_arn = object_arn(source_bucket, source_key);
-        let (source_key_material, source_metadata) =
-            self.open_object(&source, &ctx, &source_arn, source_customer.as_ref())?;
-        let headers = sse_headers(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-        );
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|directive| directive.as_str() == MetadataDirective::REPLACE);
-        let to_itself = **source_bucket == *input.bucket && **source_key == *input.key;
-        let changes_encryption = headers.server_side_encryption.is_some()
-            || !headers.customer.is_empty()
-            || headers.kms_key_id.is_some();
-        if to_itself && !replace && !changes_encryption {
-            return Err(s3_error!(
-                InvalidRequest,
-                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
-            ));
-        }
-        let requested = self.resolve_sse(&headers, &destination, &ctx)?;
-        let arn = object_arn(&input.bucket, &input.key);
-        let data_key = self.keys.create(&requested, &ctx, &arn)?;
-        let plaintext = read_range(
-            self.open_streams(&source.streams, &source_key_material)?,
-            0..source.size,
-        )?;
-        let sealed = self
-            .seal(
-                &data_key.key,
-                Some(StreamingBlob::wrap(plaintext)),
-                ChecksumHasher::default(),
-            )
-            .await?;
-        let (metadata, content) = if replace {
-            (
-                input.metadata,
-                ContentHeaders {
-                    content_type: input.content_type.as_ref().map(ToString::to_string),
-                    content_encoding: input.content_encoding,
-                    content_disposition: input.content_disposition,
-                    content_language: input.content_language,
-                    cache_control: input.cache_control,
-                },
-            )
-        } else {
-            (source_metadata, source.headers)
-        };
-        let etag = object_etag(&data_key.protection, &sealed.md5);
-        let last_modified = now();
-        let record = ObjectRecord {
-            size: sealed.stream.size,
-            etag: etag.clone(),
-            last_modified,
-            key: data_key.protection,
-            streams: vec![sealed.stream],
-            multipart: false,
-            headers: content,
-            sealed_metadata: seal_metadata(&data_key.key, &arn, metadata.as_ref()),
-            checksums: BTreeMap::new(),
-        };
-        self.store_object(&input.bucket, &input.key, &record)?;
-        let sse = SseFields::of(&record.key, customer_md5(&requested));
-        Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(etag)),
-                last_modified: Some(timestamp(last_modified)),
-                ..CopyObjectResult::default()
-            }),
-            server_side_encryption: sse.algorithm,
-            ssekms_key_id: sse.kms_key_id,
-            bucket_key_enabled: sse.bucket_key_enabled,
-            sse_customer_algorithm: sse.customer_algorithm,
-            sse_customer_key_md5: sse.customer_key_md5,
-            ..CopyObjectOutput::default()
-        }))
+        self.copy_object_op(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.upload_part_copy_op(req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.get_object_attributes_op(req)
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.list_object_versions_op(req)
     }
 
     async fn list_objects(
@@ -1106,12 +1024,7 @@ impl ObjectService {
         let ctx = client_context(&req.extensions)?;
         let trailers = req.trailing_headers.clone();
         let input = req.input;
-        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
-        }
+        let number = part_number(input.part_number)?;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
         let customer = self.customer_key(
             customer_headers(
@@ -1143,21 +1056,7 @@ impl ObjectService {
             etag: etag.clone(),
             last_modified: now(),
         };
-        // The cast is safe: the range check above.
-        let number = input.part_number as u32;
-        match tokio::task::block_in_place(|| self.index.put_part(&input.upload_id, number, &part))
-            .map_err(internal)?
-        {
-            Some(replaced) => {
-                if let Some(replaced) = replaced {
-                    self.delete_blobs(std::slice::from_ref(&replaced.stream));
-                }
-            }
-            None => {
-                self.delete_blobs(std::slice::from_ref(&part.stream));
-                return Err(no_such_upload());
-            }
-        }
+        self.store_part(&input.upload_id, number, part)?;
         let sse = SseFields::of(
             &upload.data_key,
             customer.as_ref().map(|c| c.md5_base64.clone()),
@@ -1213,6 +1112,25 @@ impl ObjectService {
                     NoSuchBucket,
                     "The specified bucket does not exist"
                 ))
+            }
+        }
+    }
+
+    /// Records a sealed part, deleting the blob of a part it replaces; if the upload ended
+    /// meanwhile, deletes the new blob instead.
+    fn store_part(&self, upload_id: &str, number: u32, part: PartRecord) -> S3Result<()> {
+        match tokio::task::block_in_place(|| self.index.put_part(upload_id, number, &part))
+            .map_err(internal)?
+        {
+            Some(replaced) => {
+                if let Some(replaced) = replaced {
+                    self.delete_blobs(std::slice::from_ref(&replaced.stream));
+                }
+                Ok(())
+            }
+            None => {
+                self.delete_blobs(std::slice::from_ref(&part.stream));
+                Err(no_such_upload())
             }
         }
     }
@@ -1676,6 +1594,19 @@ async fn drain(body: Option<StreamingBlob>) {
             return;
         }
     }
+}
+
+/// A part number as AWS accepts it: 1 to 10,000.
+fn part_number(number: i32) -> S3Result<u32> {
+    u32::try_from(number)
+        .ok()
+        .filter(|number| (1..=MAX_PART_NUMBER.unsigned_abs()).contains(number))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
 }
 
 fn no_such_upload() -> S3Error {
