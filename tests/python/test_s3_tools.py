@@ -4,7 +4,6 @@ has no SSE-C, see its test). Nothing they store is found in plaintext."""
 
 import base64
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,10 +12,6 @@ import pytest
 from conftest import ROOT_ACCESS_KEY, ROOT_SECRET, Server
 
 MIB = 1024 * 1024
-
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("rclone") and shutil.which("s3cmd")), reason="rclone and s3cmd come from scripts/test")
-
 
 @pytest.fixture(scope="module")
 def tls_server():

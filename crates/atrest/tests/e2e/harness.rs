@@ -18,6 +18,7 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Server {
@@ -27,6 +28,15 @@ impl Server {
     }
 
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    /// For S3 tests: SSE-C is accepted over plain HTTP (the SDK tests have no TLS).
+    pub fn start_s3() -> Self {
+        Self::start_with(&[], &["--allow-sse-c-over-http"])
+    }
+
+    fn start_with(env: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             dir,
@@ -36,6 +46,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.spawn().expect("server starts");
         server
@@ -62,6 +73,7 @@ impl Server {
                 "--maintenance-interval-secs",
                 "1",
             ])
+            .args(&self.args)
             .env("ATREST_ROOT_ACCESS_KEY_ID", ROOT_ACCESS_KEY)
             .env("ATREST_ROOT_SECRET_ACCESS_KEY", ROOT_SECRET)
             .env_remove("ATREST_HSM_PASSPHRASE")
@@ -145,6 +157,24 @@ impl Server {
             ))
             .build();
         Client::from_conf(config)
+    }
+
+    /// An aws-sdk-s3 client for the root, path-style as for any endpoint without bucket DNS.
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ROOT_ACCESS_KEY,
+                ROOT_SECRET,
+                None,
+                None,
+                "atrest-test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
     }
 
     /// Runs another `atrest` subcommand against this data dir.

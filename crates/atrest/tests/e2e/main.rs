@@ -1,4 +1,5 @@
-//! End-to-end tests: the real `atrest` binary driven by aws-sdk-kms, the client AWS users use.
+//! End-to-end tests: the real `atrest` binary driven by aws-sdk-kms and aws-sdk-s3, the
+//! clients AWS users use.
 
 // A test's helpers fail the test by panicking; that is what unwrap is for here.
 #![allow(clippy::unwrap_used)]
@@ -15,4 +16,5 @@ mod keys;
 mod mac;
 mod policies;
 mod rotation;
+mod s3;
 mod tamper;
