@@ -4,14 +4,16 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 
+import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import Server, error_code, http_status
+from conftest import ROOT_ACCESS_KEY, ROOT_SECRET, Server, error_code, http_status
 
 MIB = 1024 * 1024
 SEGMENT = 64 * 1024
@@ -550,3 +552,32 @@ def test_list_object_versions_reports_null_versions(s3):
     assert [p["Prefix"] for p in grouped["CommonPrefixes"]] == ["a/"]
     # A versioned read of the null version works like an unversioned one.
     assert s3.get_object(Bucket="versions", Key="b", VersionId="null")["Body"].read() == b"b"
+
+
+def test_virtual_hosted_style_requests(s3_server, monkeypatch):
+    """`BUCKET.localhost` names the bucket (the default --s3-domain). This machine does not
+    resolve *.localhost, as systemd-resolved and browsers do, so the test resolves it."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def loopback_for_localhost(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_for_localhost)
+    virtual = boto3.client("s3", endpoint_url=f"http://localhost:{s3_server.port}", region_name="us-east-1",
+                           aws_access_key_id=ROOT_ACCESS_KEY, aws_secret_access_key=ROOT_SECRET,
+                           config=Config(s3={"addressing_style": "virtual"}))
+    path_style = s3_server.client("s3")
+    requests = []
+    virtual.meta.events.register("before-send.s3.*", lambda request, **_: requests.append(request.url))
+    virtual.create_bucket(Bucket="vhost-bucket")
+    virtual.put_object(Bucket="vhost-bucket", Key="dir/obj", Body=b"virtual")
+    assert all(url.startswith(f"http://vhost-bucket.localhost:{s3_server.port}/") for url in requests), requests
+    # The same bucket and object, seen path-style by IP.
+    assert path_style.get_object(Bucket="vhost-bucket", Key="dir/obj")["Body"].read() == b"virtual"
+    assert [o["Key"] for o in virtual.list_objects_v2(Bucket="vhost-bucket")["Contents"]] == ["dir/obj"]
+    assert virtual.get_object(Bucket="vhost-bucket", Key="dir/obj")["Body"].read() == b"virtual"
+    virtual.delete_object(Bucket="vhost-bucket", Key="dir/obj")
+    virtual.delete_bucket(Bucket="vhost-bucket")
+    assert "vhost-bucket" not in [b["Name"] for b in path_style.list_buckets()["Buckets"]]

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// key travels in a header; use it only on loopback or a trusted network.
     #[arg(long)]
     pub allow_sse_c_over_http: bool,
+    /// A domain under which `BUCKET.DOMAIN` hosts address buckets (virtual-hosted style);
+    /// repeatable. Other hosts, such as IP addresses, are path-style.
+    #[arg(long = "s3-domain", default_value = "localhost")]
+    pub s3_domains: Vec<String>,
     /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -90,7 +90,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let settings = atrest_s3::Settings {
             allow_sse_c_over_http: args.allow_sse_c_over_http,
         };
-        let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings)
+        let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings, args.s3_domains.clone())
             .map_err(CliError::Config)?;
         let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3));
         let scheme = if tls.is_some() { "https" } else { "http" };

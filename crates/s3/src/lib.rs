@@ -18,6 +18,7 @@
 pub mod access;
 pub mod blobs;
 pub mod bucket_policy;
+pub mod host;
 pub mod meta;
 mod seal;
 pub mod service;
@@ -31,12 +32,14 @@ use atrest_kms::Kms;
 pub use access::ClientInfo;
 pub use service::Settings;
 
-/// Builds the s3s service over the embedded stores under `data_dir`.
+/// Builds the s3s service over the embedded stores under `data_dir`; hosts under one of
+/// `domains` are virtual-hosted-style requests.
 pub fn embedded_service(
     kms: Arc<Kms>,
     database: Arc<redb::Database>,
     data_dir: &Path,
     settings: Settings,
+    domains: Vec<String>,
 ) -> Result<s3s::service::S3Service, String> {
     let index = meta::RedbIndex::open(database).map_err(|error| error.to_string())?;
     let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
@@ -45,6 +48,7 @@ pub fn embedded_service(
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
     let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);
+    builder.set_host(host::BucketDomains::new(domains));
     builder.set_auth(access::Auth::new(Arc::clone(&kms)));
     builder.set_access(access::Access::new(kms, index));
     Ok(builder.build())
