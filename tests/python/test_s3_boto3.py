@@ -581,3 +581,46 @@ def test_virtual_hosted_style_requests(s3_server, monkeypatch):
     virtual.delete_object(Bucket="vhost-bucket", Key="dir/obj")
     virtual.delete_bucket(Bucket="vhost-bucket")
     assert "vhost-bucket" not in [b["Name"] for b in path_style.list_buckets()["Buckets"]]
+
+
+def test_bucket_keys(s3_server, s3):
+    """SSE-KMS with BucketKeyEnabled: object keys derive from a cached bucket-level key, which
+    is per caller (another principal still needs its own KMS permission) and survives nothing
+    but memory (after a restart the KMS recovers it from the object's blob)."""
+    kms = s3_server.client("kms")
+    key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket="bucket-keys")
+    s3.put_bucket_encryption(Bucket="bucket-keys", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+        "BucketKeyEnabled": True}]})
+    bodies = {f"k{i}": marker(f"bucketkey{i}", 70_000 + i) for i in range(3)}
+    for name, body in bodies.items():
+        put = s3.put_object(Bucket="bucket-keys", Key=name, Body=body)
+        assert put["ServerSideEncryption"] == "aws:kms" and put["BucketKeyEnabled"] is True
+        assert put["SSEKMSKeyId"] == key_arn
+    # Per-request opt-in on a bucket without the default, and a multipart upload.
+    s3.put_object(Bucket="bucket-keys", Key="explicit", Body=b"explicit", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId=key_arn, BucketKeyEnabled=True)
+    upload_multipart(s3, "bucket-keys", "multi", [os.urandom(5 * MIB), b"tail"])
+    assert s3.head_object(Bucket="bucket-keys", Key="multi")["BucketKeyEnabled"] is True
+    # A user allowed S3 but not the KMS key cannot ride on the root's cached bucket key.
+    iam = s3_server.client("iam")
+    iam.create_user(UserName="s3-only")
+    iam.put_user_policy(UserName="s3-only", PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    creds = iam.create_access_key(UserName="s3-only")["AccessKey"]
+    other = s3_server.client("s3", creds["AccessKeyId"], creds["SecretAccessKey"])
+    for call in [lambda: other.get_object(Bucket="bucket-keys", Key="k0"),
+                 lambda: other.put_object(Bucket="bucket-keys", Key="k9", Body=b"x")]:
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert (error_code(excinfo), http_status(excinfo)) == ("AccessDenied", 403)
+    # After a restart nothing is cached: every object reads back through the KMS.
+    s3_server.kill9()
+    s3_server.start()
+    s3 = s3_server.client("s3")
+    for name, body in bodies.items():
+        got = s3.get_object(Bucket="bucket-keys", Key=name)
+        assert got["Body"].read() == body and got["BucketKeyEnabled"] is True
+    assert s3.get_object(Bucket="bucket-keys", Key="explicit")["Body"].read() == b"explicit"
+    s3_server.assert_not_on_disk(b"<atrest-plaintext-bucketkey0>", "bucket-key object data")

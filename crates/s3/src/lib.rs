@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod blobs;
+pub mod bucket_keys;
 pub mod bucket_policy;
 pub mod host;
 pub mod meta;

@@ -74,6 +74,10 @@ pub enum KeyProtection {
         /// The caller's context (without `aws:s3:arn`, which is added when decrypting).
         context: BTreeMap<String, String>,
         bucket_key_enabled: bool,
+        /// With a bucket key: `blob` wraps the bucket key, and this hex salt derives the
+        /// object's data key from it (see `bucket_keys`).
+        #[serde(default)]
+        bucket_key_salt: Option<String>,
     },
     /// SSE-C: wrapped under HKDF(customer key, salt); `verifier` recognises the key.
     Customer {

@@ -22,6 +22,7 @@ use s3s::crypto::{Checksum as _, Md5};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use subtle::ConstantTimeEq as _;
 
+use crate::bucket_keys::{self, BucketKey, BucketKeys, MintId};
 use crate::meta::{BucketEncryption, KeyProtection};
 
 pub const AES256: &str = "AES256";
@@ -212,6 +213,7 @@ pub struct DataKeys {
     kms: Arc<Kms>,
     owned_key_id: String,
     via_service: String,
+    bucket_keys: BucketKeys,
 }
 
 /// A data key, fresh or recovered, with how it is kept.
@@ -231,6 +233,7 @@ impl DataKeys {
             kms,
             owned_key_id,
             via_service,
+            bucket_keys: BucketKeys::default(),
         })
     }
 
@@ -266,6 +269,9 @@ impl DataKeys {
                     Some(key_id) => key_id.clone(),
                     None => self.kms.aws_managed_key("s3").map_err(kms_error)?,
                 };
+                if *bucket_key_enabled {
+                    return self.create_under_bucket_key(key_id, context, ctx, arn);
+                }
                 let request = GenerateDataKeyRequest {
                     key_id,
                     encryption_context: Some(s3_context(arn, context)),
@@ -286,7 +292,8 @@ impl DataKeys {
                         key_arn: response.key_id,
                         blob: response.ciphertext_blob.0,
                         context: context.clone(),
-                        bucket_key_enabled: *bucket_key_enabled,
+                        bucket_key_enabled: false,
+                        bucket_key_salt: None,
                     },
                 })
             }
@@ -359,6 +366,41 @@ impl DataKeys {
                     blob,
                     context,
                     key_arn,
+                    bucket_key_salt: Some(salt),
+                    ..
+                },
+                None,
+            ) => {
+                let salt = hex::decode(salt)
+                    .map_err(|_| integrity_error("the object's bucket-key salt"))?;
+                let open = || {
+                    let request = DecryptRequest {
+                        ciphertext_blob: Blob(blob.clone()),
+                        key_id: Some(key_arn.clone()),
+                        encryption_context: Some(s3_context(&bucket_arn(arn), context)),
+                        encryption_algorithm: None,
+                        grant_tokens: None,
+                    };
+                    let response = self
+                        .kms
+                        .decrypt(&self.via(ctx), request)
+                        .map_err(kms_error)?;
+                    Ok(BucketKey {
+                        key: to_key32(response.plaintext.0.expose())?,
+                        blob: blob.clone(),
+                        key_arn: key_arn.clone(),
+                    })
+                };
+                self.bucket_keys
+                    .with_opened(&ctx.caller.arn, blob, open, |bucket_key| {
+                        bucket_keys::object_key(&bucket_key.key, &salt, arn)
+                    })
+            }
+            (
+                KeyProtection::Kms {
+                    blob,
+                    context,
+                    key_arn,
                     ..
                 },
                 None,
@@ -379,6 +421,57 @@ impl DataKeys {
         }
     }
 
+    /// SSE-KMS with a bucket key: the object's key derives from a cached bucket-level key.
+    fn create_under_bucket_key(
+        &self,
+        key_id: String,
+        context: &BTreeMap<String, String>,
+        ctx: &RequestContext,
+        arn: &str,
+    ) -> S3Result<DataKey> {
+        let bucket_arn = bucket_arn(arn);
+        let id = MintId {
+            caller: ctx.caller.arn.clone(),
+            bucket_arn: bucket_arn.clone(),
+            kms_key: key_id.clone(),
+            context: context.clone(),
+        };
+        let mint = || {
+            let request = GenerateDataKeyRequest {
+                key_id,
+                encryption_context: Some(s3_context(&bucket_arn, context)),
+                number_of_bytes: None,
+                key_spec: Some("AES_256".into()),
+                grant_tokens: None,
+            };
+            let response = self
+                .kms
+                .generate_data_key(&self.via(ctx), request)
+                .map_err(kms_error)?;
+            let plaintext = response
+                .plaintext
+                .ok_or_else(|| s3_error!(InternalError, "KMS returned no data key"))?;
+            Ok(BucketKey {
+                key: to_key32(plaintext.0.expose())?,
+                blob: response.ciphertext_blob.0,
+                key_arn: response.key_id,
+            })
+        };
+        let mut salt = [0u8; 32];
+        atrest_crypto::random::fill(&mut salt);
+        self.bucket_keys
+            .with_minted(&id, mint, |bucket_key| DataKey {
+                key: bucket_keys::object_key(&bucket_key.key, &salt, arn),
+                protection: KeyProtection::Kms {
+                    key_arn: bucket_key.key_arn.clone(),
+                    blob: bucket_key.blob.clone(),
+                    context: context.clone(),
+                    bucket_key_enabled: true,
+                    bucket_key_salt: Some(hex::encode(salt)),
+                },
+            })
+    }
+
     fn via(&self, ctx: &RequestContext) -> RequestContext {
         RequestContext::new(
             ctx.caller.clone(),
@@ -392,6 +485,14 @@ impl DataKeys {
 fn verifier(customer: &CustomerKey, salt: &[u8]) -> [u8; 32] {
     let key = kdf::derive_key32(customer.key.expose(), salt, CUSTOMER_VERIFIER_INFO);
     atrest_crypto::mac::hmac_sha256(key.expose(), salt)
+}
+
+/// `arn:aws:s3:::bucket` of `arn:aws:s3:::bucket/key`.
+fn bucket_arn(object_arn: &str) -> String {
+    match object_arn.strip_prefix("arn:aws:s3:::") {
+        Some(rest) => format!("arn:aws:s3:::{}", rest.split('/').next().unwrap_or(rest)),
+        None => object_arn.to_owned(),
+    }
 }
 
 fn s3_context(arn: &str, context: &BTreeMap<String, String>) -> BTreeMap<String, String> {
