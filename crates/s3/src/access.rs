@@ -231,6 +231,8 @@ fn kms_internal(error: KmsError) -> S3Error {
 fn iam_action(operation: &str) -> String {
     let action = match operation {
         "HeadObject" => "GetObject",
+        // A browser form upload (POST object) is a PutObject to IAM.
+        "PostObject" => "PutObject",
         "HeadBucket" | "ListObjects" | "ListObjectsV2" => "ListBucket",
         "ListObjectVersions" => "ListBucketVersions",
         "CreateMultipartUpload"

@@ -936,6 +936,15 @@ impl ObjectService {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let ctx = client_context(&req.extensions)?;
         let trailers = req.trailing_headers.clone();
+        // POST object (a browser form upload; s3s has checked its signed policy) arrives here
+        // as a PutObject. s3s does not pass on the file's name, so `${filename}` in the key
+        // cannot be substituted as AWS does: refuse it rather than store the literal text.
+        if req.method == http::Method::POST && req.input.key.contains("${filename}") {
+            return Err(s3_error!(
+                InvalidArgument,
+                "atrest does not substitute ${{filename}} in a POST object key; give the full key"
+            ));
+        }
         let input = req.input;
         let bucket = self.bucket(&input.bucket)?;
         if let Some(condition) = &input.if_none_match
