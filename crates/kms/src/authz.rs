@@ -27,7 +27,9 @@ pub struct RequestContext {
     pub secure_transport: bool,
     /// `kms:ViaService`: set when an atrest service (S3, volumes) calls on the caller's behalf.
     pub via_service: Option<String>,
-    resources: std::sync::Mutex<Vec<String>>,
+    /// Shared with the contexts [`Self::acting_via`] makes, so a service's audit record sees
+    /// every key its calls touched.
+    resources: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RequestContext {
@@ -37,7 +39,25 @@ impl RequestContext {
             source_ip,
             secure_transport,
             via_service: None,
-            resources: std::sync::Mutex::default(),
+            resources: Arc::default(),
+        }
+    }
+
+    /// Records touched resources into `shared` (the audit record of the request that made
+    /// this context) as well.
+    pub fn recording_into(mut self, shared: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
+        self.resources = shared;
+        self
+    }
+
+    /// The same caller acting through `service`, recording into the same resource list.
+    pub fn acting_via(&self, service: &str) -> Self {
+        Self {
+            caller: self.caller.clone(),
+            source_ip: self.source_ip.clone(),
+            secure_transport: self.secure_transport,
+            via_service: Some(service.to_owned()),
+            resources: Arc::clone(&self.resources),
         }
     }
 

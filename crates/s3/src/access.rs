@@ -14,6 +14,7 @@ use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use atrest_policy::{Context, Policy};
 
+use crate::audit::AuditSlot;
 use crate::bucket_policy;
 use crate::meta::{ObjectIndex, UploadRecord};
 
@@ -34,11 +35,15 @@ pub fn client_context(extensions: &http::Extensions) -> S3Result<RequestContext>
         .get::<Authenticated>()
         .ok_or_else(|| s3_error!(AccessDenied, "Signature is required"))?;
     let client = extensions.get::<ClientInfo>();
-    Ok(RequestContext::new(
+    let ctx = RequestContext::new(
         caller.0.clone(),
         client.map(|client| client.ip.to_string()),
         client.is_some_and(|client| client.secure),
-    ))
+    );
+    Ok(match extensions.get::<AuditSlot>() {
+        Some(slot) => ctx.recording_into(slot.resources()),
+        None => ctx,
+    })
 }
 
 /// Looks up SigV4 secrets.
@@ -128,6 +133,7 @@ impl S3Access for Access {
             .map_err(kms_internal)?
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
         let client = cx.extensions_mut().get::<ClientInfo>().cloned();
+        let slot = cx.extensions_mut().get::<AuditSlot>().cloned();
         let operation = cx.s3_op().name();
         let ctx = RequestContext::new(
             caller.clone(),
@@ -139,6 +145,24 @@ impl S3Access for Access {
             S3Path::Bucket { bucket } => Some((bucket.as_ref(), None)),
             S3Path::Object { bucket, key } => Some((bucket.as_ref(), Some(key.as_ref()))),
         };
+        if let Some(slot) = &slot {
+            slot.record(|call| {
+                call.operation = Some(operation.to_owned());
+                call.caller_arn = Some(caller.arn.clone());
+                call.bucket = target.map(|(bucket, _)| bucket.to_owned());
+                call.key = target.and_then(|(_, key)| key.map(str::to_owned));
+                if let Some((bucket, key)) = target {
+                    let arn = match key {
+                        Some(key) => format!("arn:aws:s3:::{bucket}/{key}"),
+                        None => format!("arn:aws:s3:::{bucket}"),
+                    };
+                    call.resources
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(arn);
+                }
+            });
+        }
         let request = Request {
             operation,
             headers: cx.headers(),

@@ -16,6 +16,7 @@
 //! KMS's redb file ([`meta`]); sealed streams in [`blobs`], behind a trait.
 
 pub mod access;
+pub mod audit;
 pub mod blobs;
 pub mod bucket_keys;
 pub mod bucket_policy;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use atrest_kms::Kms;
 
 pub use access::ClientInfo;
+pub use audit::{AuditSlot, S3Call};
 pub use service::Settings;
 
 /// Builds the s3s service over the embedded stores under `data_dir`; hosts under one of

@@ -473,12 +473,7 @@ impl DataKeys {
     }
 
     fn via(&self, ctx: &RequestContext) -> RequestContext {
-        RequestContext::new(
-            ctx.caller.clone(),
-            ctx.source_ip.clone(),
-            ctx.secure_transport,
-        )
-        .via(&self.via_service)
+        ctx.acting_via(&self.via_service)
     }
 }
 

@@ -80,6 +80,37 @@ pub fn add_context(event: &mut Event, ctx: &RequestContext) {
     event.resources = ctx.resources();
 }
 
+/// An S3 request's record: the operation, caller, bucket and key, the object or bucket ARN
+/// and every KMS key the operation used (in `resources`), and, if it failed, its HTTP status
+/// (the S3 error code travels only in the response body).
+pub fn s3_event(
+    call: &atrest_s3::S3Call,
+    parts: &Parts,
+    peer: SocketAddr,
+    request_id: &str,
+    status: hyper::StatusCode,
+) -> Event {
+    let mut event = start("s3.amazonaws.com", "", parts, peer, request_id);
+    event.event_name = call
+        .operation
+        .clone()
+        .unwrap_or_else(|| format!("{} (refused before routing)", parts.method));
+    event.caller_arn.clone_from(&call.caller_arn);
+    event.resources = call.resource_list();
+    let mut parameters = serde_json::Map::new();
+    if let Some(bucket) = &call.bucket {
+        parameters.insert("bucketName".into(), Value::String(bucket.clone()));
+    }
+    if let Some(key) = &call.key {
+        parameters.insert("key".into(), Value::String(key.clone()));
+    }
+    event.request_parameters = Some(Value::Object(parameters));
+    if !status.is_success() && !status.is_redirection() {
+        event.error_code = Some(format!("HTTP {}", status.as_u16()));
+    }
+    event
+}
+
 /// The access key id and service a request was signed with, if it is signed at all.
 pub fn signed_scope(parts: &Parts) -> Option<(String, String)> {
     let header = parts

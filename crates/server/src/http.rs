@@ -110,7 +110,10 @@ async fn handle(
                 .headers()
                 .get(hyper::header::CONTENT_LENGTH)
                 .is_some_and(|length| length.as_bytes() != b"0");
-        let mut request = request.map(s3s::Body::from);
+        let (parts, body) = request.into_parts();
+        let mut request = Request::from_parts(parts.clone(), s3s::Body::from(body));
+        let slot = atrest_s3::AuditSlot::default();
+        request.extensions_mut().insert(slot.clone());
         request.extensions_mut().insert(atrest_s3::ClientInfo {
             ip: client.peer.ip(),
             secure: client.secure,
@@ -126,6 +129,19 @@ async fn handle(
         };
         if let Ok(value) = request_id.parse() {
             response.headers_mut().insert("x-amz-request-id", value);
+        }
+        let record = audit::s3_event(
+            &slot.snapshot(),
+            &parts,
+            client.peer,
+            &request_id,
+            response.status(),
+        );
+        if let Err(error) = state.audit.append(record).await {
+            tracing::error!(%error, "audit log append failed; failing the S3 request");
+            let mut failed = Response::new(s3s::Body::empty());
+            *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return Ok(failed.map(Either::Right));
         }
         // A request refused before its body was read (bad signature, access denied) leaves
         // that body on the connection: close it rather than parse the rest as a request.

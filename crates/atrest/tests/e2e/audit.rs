@@ -197,3 +197,68 @@ async fn kill_9_mid_load_leaves_a_log_that_verifies() {
     server.terminate();
     assert!(verify(&server).0);
 }
+
+/// Every S3 request is recorded, naming the object and each KMS key it used; the audit log
+/// never holds object data.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_requests_are_recorded_with_the_keys_they_used() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::ServerSideEncryption;
+
+    let server = Server::start_s3();
+    let s3 = server.s3_client();
+    let key = new_key(&server.client()).await;
+    s3.create_bucket().bucket("audited").send().await.unwrap();
+    let body = b"<atrest-audited-object-data> never in the log".to_vec();
+    s3.put_object()
+        .bucket("audited")
+        .key("doc")
+        .body(ByteStream::from(body.clone()))
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket("audited")
+        .key("doc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        body
+    );
+    let missing = s3
+        .get_object()
+        .bucket("audited")
+        .key("missing")
+        .send()
+        .await;
+    assert!(missing.is_err());
+
+    let used_key = records(&server, &["--key", &key]);
+    let s3_events: Vec<_> = used_key
+        .iter()
+        .filter(|record| record["event_source"] == "s3.amazonaws.com")
+        .map(|record| record["event_name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(s3_events, ["PutObject", "GetObject"], "{used_key:#?}");
+    let put = used_key
+        .iter()
+        .find(|record| record["event_name"] == "PutObject")
+        .unwrap();
+    assert_eq!(put["caller_arn"], "arn:aws:iam::000000000000:root");
+    assert_eq!(put["resources"][0], "arn:aws:s3:::audited/doc");
+    assert_eq!(put["request_parameters"]["bucketName"], "audited");
+    let all = records(&server, &[]);
+    let failed = all
+        .iter()
+        .find(|record| record["request_parameters"]["key"] == "missing")
+        .unwrap();
+    assert_eq!(failed["error_code"], "HTTP 404");
+    let (ok, report) = verify(&server);
+    assert!(ok, "{report}");
+    server.assert_not_on_disk(b"<atrest-audited-object-data>", "object data");
+}
