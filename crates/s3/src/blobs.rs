@@ -10,12 +10,16 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::meta::ObjectIndex;
+
 pub trait BlobStore: Send + Sync {
     /// Starts a new blob; it becomes visible only when committed.
     fn create(&self) -> io::Result<Box<dyn BlobWriter>>;
     fn open(&self, name: &str) -> io::Result<Box<dyn BlobReader>>;
     /// Removes a blob; a missing blob is not an error.
     fn delete(&self, name: &str) -> io::Result<()>;
+    /// Every committed blob.
+    fn names(&self) -> io::Result<Vec<String>>;
 }
 
 pub trait BlobWriter: Send {
@@ -88,6 +92,51 @@ impl BlobStore for FsBlobStore {
             other => other,
         }
     }
+
+    fn names(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for fan in fs::read_dir(&self.root)? {
+            let fan = fan?;
+            let fan_name = fan.file_name();
+            let is_fan = fan_name.len() == 2
+                && fan_name
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !is_fan || !fan.file_type()?.is_dir() {
+                continue;
+            }
+            for blob in fs::read_dir(fan.path())? {
+                if let Some(name) = blob?.file_name().to_str()
+                    && self.path(name).is_ok()
+                {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Deletes blobs no object or upload refers to: a crash between a blob's commit and its
+/// metadata's, or a failed best-effort delete, leaves them. Run before serving, when no write
+/// is in flight. Returns how many were deleted.
+pub fn sweep_orphans(index: &dyn ObjectIndex, blobs: &dyn BlobStore) -> Result<usize, String> {
+    let referenced = index
+        .referenced_blobs()
+        .map_err(|error| format!("listing referenced blobs: {error}"))?;
+    let mut deleted = 0;
+    for name in blobs
+        .names()
+        .map_err(|error| format!("listing blobs: {error}"))?
+    {
+        if !referenced.contains(&name) {
+            blobs
+                .delete(&name)
+                .map_err(|error| format!("deleting orphan blob {name}: {error}"))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 struct FsBlobWriter {
@@ -141,6 +190,8 @@ impl BlobReader for FsBlobReader {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -168,6 +219,52 @@ mod tests {
         assert!(store.open(&name).is_err());
         store.delete(&name).unwrap();
         assert!(store.open("../../etc/passwd").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_deletes_only_unreferenced_blobs() {
+        use std::collections::BTreeMap;
+
+        use crate::meta::{ContentHeaders, KeyProtection, ObjectRecord, RedbIndex, StreamRecord};
+
+        let dir = std::env::temp_dir().join(format!("atrest-sweep-{}", uuid::Uuid::new_v4()));
+        let store = FsBlobStore::open(&dir.join("objects")).unwrap();
+        let database = Arc::new(redb::Database::create(dir.join("meta.redb")).unwrap());
+        let index = RedbIndex::open(database).unwrap();
+        let blob = |bytes: &[u8]| {
+            let mut writer = store.create().unwrap();
+            writer.write(bytes).unwrap();
+            writer.commit().unwrap()
+        };
+        let (kept, orphan) = (blob(b"referenced"), blob(b"orphan"));
+        index
+            .create_bucket(&crate::meta::BucketRecord {
+                name: "bucket".into(),
+                created: 0,
+                encryption: None,
+                policy: None,
+            })
+            .unwrap();
+        let record = ObjectRecord {
+            size: 10,
+            etag: "e".into(),
+            last_modified: 0,
+            key: KeyProtection::S3 { blob: vec![1] },
+            streams: vec![StreamRecord {
+                blob: kept.clone(),
+                size: 10,
+            }],
+            multipart: false,
+            headers: ContentHeaders::default(),
+            sealed_metadata: Vec::new(),
+            checksums: BTreeMap::new(),
+        };
+        index.put_object("bucket", "key", &record).unwrap().unwrap();
+        assert_eq!(sweep_orphans(&index, &store).unwrap(), 1);
+        assert!(store.open(&kept).is_ok());
+        assert!(store.open(&orphan).is_err());
+        assert_eq!(sweep_orphans(&index, &store).unwrap(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,6 +48,10 @@ pub fn embedded_service(
     let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
         .map_err(|error| format!("opening the object store: {error}"))?;
     let keys = sse::DataKeys::new(Arc::clone(&kms)).map_err(|error| error.to_string())?;
+    let swept = blobs::sweep_orphans(&index, &blobs)?;
+    if swept > 0 {
+        tracing::info!(swept, "deleted blobs no object referred to");
+    }
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
     let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);

@@ -199,6 +199,8 @@ pub trait ObjectIndex: Send + Sync {
         record: &ObjectRecord,
     ) -> Result<Option<Option<ObjectRecord>>, StoreError>;
     fn uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>, StoreError>;
+    /// Every blob an object or an upload's part refers to.
+    fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 }
 
 /// The embedded default: tables in the shared redb database.
@@ -447,6 +449,20 @@ impl ObjectIndex for RedbIndex {
         };
         txn.commit()?;
         Ok(Some(replaced))
+    }
+
+    fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut referenced = std::collections::HashSet::new();
+        for entry in txn.open_table(OBJECTS)?.iter()? {
+            let record: ObjectRecord = serde_json::from_slice(entry?.1.value())?;
+            referenced.extend(record.streams.into_iter().map(|stream| stream.blob));
+        }
+        for entry in txn.open_table(UPLOADS)?.iter()? {
+            let upload: UploadRecord = serde_json::from_slice(entry?.1.value())?;
+            referenced.extend(upload.parts.into_values().map(|part| part.stream.blob));
+        }
+        Ok(referenced)
     }
 
     fn uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>, StoreError> {
