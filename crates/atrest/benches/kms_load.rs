@@ -15,8 +15,8 @@
 // A benchmark binary: it panics and unwraps on setup failures, which end the run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atrest_sigv4::{
@@ -26,8 +26,7 @@ use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const ACCESS_KEY: &str = "AKIABENCHBENCHBENCH0";
-const SECRET: &str = "bench-secret-bench-secret-bench-secret00";
+use support::{ACCESS_KEY, SECRET, env_or, free_port, start_atrest};
 
 fn main() {
     let seconds: u64 = env_or("ATREST_BENCH_SECONDS", 5);
@@ -38,13 +37,10 @@ fn main() {
     let external: Option<u16> = std::env::var("ATREST_BENCH_PORT")
         .ok()
         .and_then(|p| p.parse().ok());
-    let port = external.unwrap_or_else(|| {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    });
-    let mut server = external.is_none().then(|| start_server(&data_dir, port));
+    let port = external.unwrap_or_else(free_port);
+    let mut server = external
+        .is_none()
+        .then(|| start_atrest(&data_dir, port, &[]));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -356,35 +352,4 @@ async fn create_key(port: u16) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| "no KeyId".into())
-}
-
-fn start_server(data_dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("ATREST_ROOT_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("ATREST_ROOT_SECRET_ACCESS_KEY", SECRET)
-        .env("ATREST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("atrest starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("atrest did not start");
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }

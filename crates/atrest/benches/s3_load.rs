@@ -19,11 +19,11 @@
 // A benchmark binary: it panics and unwraps on setup failures, which end the run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -35,8 +35,8 @@ use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 
-const ACCESS_KEY: &str = "AKIABENCHBENCHBENCH0";
-const SECRET: &str = "bench-secret-bench-secret-bench-secret00";
+use support::{ACCESS_KEY, SECRET, env_or, free_port, start_atrest};
+
 const LARGE: usize = 64 * 1024 * 1024;
 const SMALL: usize = 4 * 1024;
 
@@ -77,7 +77,7 @@ fn main() {
     let scratch = std::env::temp_dir().join(format!("atrest-s3-bench-{}", std::process::id()));
     std::fs::create_dir_all(scratch.join("peer")).unwrap();
     let port = free_port();
-    let mut atrest = start_atrest(&scratch.join("atrest"), port);
+    let mut atrest = start_atrest(&scratch.join("atrest"), port, &["--allow-sse-c-over-http"]);
 
     let peer_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -329,30 +329,6 @@ async fn start_peer(root: &Path) -> u16 {
     port
 }
 
-fn start_atrest(data_dir: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(["serve", "--allow-sse-c-over-http", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("ATREST_ROOT_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("ATREST_ROOT_SECRET_ACCESS_KEY", SECRET)
-        .env("ATREST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("atrest starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("atrest did not start");
-}
-
 fn pseudo_random(size: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut out = Vec::with_capacity(size + 8);
@@ -364,18 +340,4 @@ fn pseudo_random(size: usize) -> Vec<u8> {
     }
     out.truncate(size);
     out
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }

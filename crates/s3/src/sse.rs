@@ -272,25 +272,12 @@ impl DataKeys {
                 if *bucket_key_enabled {
                     return self.create_under_bucket_key(key_id, context, ctx, arn);
                 }
-                let request = GenerateDataKeyRequest {
-                    key_id,
-                    encryption_context: Some(s3_context(arn, context)),
-                    number_of_bytes: None,
-                    key_spec: Some("AES_256".into()),
-                    grant_tokens: None,
-                };
-                let response = self
-                    .kms
-                    .generate_data_key(&self.via(ctx), request)
-                    .map_err(kms_error)?;
-                let plaintext = response
-                    .plaintext
-                    .ok_or_else(|| s3_error!(InternalError, "KMS returned no data key"))?;
+                let generated = self.kms_data_key(key_id, arn, context, ctx)?;
                 Ok(DataKey {
-                    key: to_key32(plaintext.0.expose())?,
+                    key: generated.key,
                     protection: KeyProtection::Kms {
-                        key_arn: response.key_id,
-                        blob: response.ciphertext_blob.0,
+                        key_arn: generated.key_arn,
+                        blob: generated.blob,
                         context: context.clone(),
                         bucket_key_enabled: false,
                         bucket_key_salt: None,
@@ -374,19 +361,8 @@ impl DataKeys {
                 let salt = hex::decode(salt)
                     .map_err(|_| integrity_error("the object's bucket-key salt"))?;
                 let open = || {
-                    let request = DecryptRequest {
-                        ciphertext_blob: Blob(blob.clone()),
-                        key_id: Some(key_arn.clone()),
-                        encryption_context: Some(s3_context(&bucket_arn(arn), context)),
-                        encryption_algorithm: None,
-                        grant_tokens: None,
-                    };
-                    let response = self
-                        .kms
-                        .decrypt(&self.via(ctx), request)
-                        .map_err(kms_error)?;
                     Ok(BucketKey {
-                        key: to_key32(response.plaintext.0.expose())?,
+                        key: self.kms_open(blob, key_arn, &bucket_arn(arn), context, ctx)?,
                         blob: blob.clone(),
                         key_arn: key_arn.clone(),
                     })
@@ -404,20 +380,7 @@ impl DataKeys {
                     ..
                 },
                 None,
-            ) => {
-                let request = DecryptRequest {
-                    ciphertext_blob: Blob(blob.clone()),
-                    key_id: Some(key_arn.clone()),
-                    encryption_context: Some(s3_context(arn, context)),
-                    encryption_algorithm: None,
-                    grant_tokens: None,
-                };
-                let response = self
-                    .kms
-                    .decrypt(&self.via(ctx), request)
-                    .map_err(kms_error)?;
-                to_key32(response.plaintext.0.expose())
-            }
+            ) => self.kms_open(blob, key_arn, arn, context, ctx),
         }
     }
 
@@ -436,27 +399,7 @@ impl DataKeys {
             kms_key: key_id.clone(),
             context: context.clone(),
         };
-        let mint = || {
-            let request = GenerateDataKeyRequest {
-                key_id,
-                encryption_context: Some(s3_context(&bucket_arn, context)),
-                number_of_bytes: None,
-                key_spec: Some("AES_256".into()),
-                grant_tokens: None,
-            };
-            let response = self
-                .kms
-                .generate_data_key(&self.via(ctx), request)
-                .map_err(kms_error)?;
-            let plaintext = response
-                .plaintext
-                .ok_or_else(|| s3_error!(InternalError, "KMS returned no data key"))?;
-            Ok(BucketKey {
-                key: to_key32(plaintext.0.expose())?,
-                blob: response.ciphertext_blob.0,
-                key_arn: response.key_id,
-            })
-        };
+        let mint = || self.kms_data_key(key_id, &bucket_arn, context, ctx);
         let mut salt = [0u8; 32];
         atrest_crypto::random::fill(&mut salt);
         self.bucket_keys
@@ -470,6 +413,59 @@ impl DataKeys {
                     bucket_key_salt: Some(hex::encode(salt)),
                 },
             })
+    }
+
+    /// GenerateDataKey (AES-256) as the caller, through S3, with `aws:s3:arn = context_arn`
+    /// added to the caller's context.
+    fn kms_data_key(
+        &self,
+        key_id: String,
+        context_arn: &str,
+        context: &BTreeMap<String, String>,
+        ctx: &RequestContext,
+    ) -> S3Result<BucketKey> {
+        let request = GenerateDataKeyRequest {
+            key_id,
+            encryption_context: Some(s3_context(context_arn, context)),
+            number_of_bytes: None,
+            key_spec: Some("AES_256".into()),
+            grant_tokens: None,
+        };
+        let response = self
+            .kms
+            .generate_data_key(&self.via(ctx), request)
+            .map_err(kms_error)?;
+        let plaintext = response
+            .plaintext
+            .ok_or_else(|| s3_error!(InternalError, "KMS returned no data key"))?;
+        Ok(BucketKey {
+            key: to_key32(plaintext.0.expose())?,
+            blob: response.ciphertext_blob.0,
+            key_arn: response.key_id,
+        })
+    }
+
+    /// Decrypt of a blob [`Self::kms_data_key`] made, with the same context.
+    fn kms_open(
+        &self,
+        blob: &[u8],
+        key_arn: &str,
+        context_arn: &str,
+        context: &BTreeMap<String, String>,
+        ctx: &RequestContext,
+    ) -> S3Result<SecretKey32> {
+        let request = DecryptRequest {
+            ciphertext_blob: Blob(blob.to_vec()),
+            key_id: Some(key_arn.to_owned()),
+            encryption_context: Some(s3_context(context_arn, context)),
+            encryption_algorithm: None,
+            grant_tokens: None,
+        };
+        let response = self
+            .kms
+            .decrypt(&self.via(ctx), request)
+            .map_err(kms_error)?;
+        to_key32(response.plaintext.0.expose())
     }
 
     fn via(&self, ctx: &RequestContext) -> RequestContext {

@@ -27,14 +27,7 @@ impl ObjectService {
             return Err(s3_error!(InvalidArgument, "Invalid version id specified"));
         }
         let record = self.object(&input.bucket, &input.key)?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
+        let customer = customer_key_of!(self, input, &ctx)?;
         // An SSE-C object's attributes need its key, as AWS requires; the check is local
         // (the salted verifier), and other objects need no KMS call at all.
         if matches!(record.key, KeyProtection::Customer { .. }) || customer.is_some() {

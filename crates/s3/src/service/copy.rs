@@ -34,6 +34,27 @@ struct SourceConditions<'a> {
     if_unmodified_since: Option<&'a Timestamp>,
 }
 
+/// Opens the copy source of a CopyObject or UploadPartCopy input (they name the fields alike).
+macro_rules! open_copy_source {
+    ($service:expr, $input:expr, $ctx:expr) => {
+        $service.open_copy_source(
+            &$input.copy_source,
+            [
+                &$input.copy_source_sse_customer_algorithm,
+                &$input.copy_source_sse_customer_key,
+                &$input.copy_source_sse_customer_key_md5,
+            ],
+            &SourceConditions {
+                if_match: $input.copy_source_if_match.as_ref(),
+                if_none_match: $input.copy_source_if_none_match.as_ref(),
+                if_modified_since: $input.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: $input.copy_source_if_unmodified_since.as_ref(),
+            },
+            $ctx,
+        )
+    };
+}
+
 impl ObjectService {
     fn open_copy_source(
         &self,
@@ -101,33 +122,8 @@ impl ObjectService {
         let ctx = client_context(&req.extensions)?;
         let input = req.input;
         let destination = self.bucket(&input.bucket)?;
-        let conditions = SourceConditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        };
-        let (source_bucket, source_key, source) = self.open_copy_source(
-            &input.copy_source,
-            [
-                &input.copy_source_sse_customer_algorithm,
-                &input.copy_source_sse_customer_key,
-                &input.copy_source_sse_customer_key_md5,
-            ],
-            &conditions,
-            &ctx,
-        )?;
-        let headers = sse_headers(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-        );
+        let (source_bucket, source_key, source) = open_copy_source!(self, input, &ctx)?;
+        let headers = sse_headers_of!(input);
         let replace = input
             .metadata_directive
             .as_ref()
@@ -202,34 +198,12 @@ impl ObjectService {
         let input = req.input;
         let number = super::part_number(input.part_number)?;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
-        let conditions = SourceConditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        };
-        let (_, _, source) = self.open_copy_source(
-            &input.copy_source,
-            [
-                &input.copy_source_sse_customer_algorithm,
-                &input.copy_source_sse_customer_key,
-                &input.copy_source_sse_customer_key_md5,
-            ],
-            &conditions,
-            &ctx,
-        )?;
+        let (_, _, source) = open_copy_source!(self, input, &ctx)?;
         let range = match &input.copy_source_range {
             Some(text) => copy_source_range(text, source.record.size)?,
             None => 0..source.record.size,
         };
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
+        let customer = customer_key_of!(self, input, &ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self
             .keys

@@ -1,6 +1,38 @@
 //! The S3 operations, over [`ObjectIndex`] (metadata), [`BlobStore`] (sealed bytes) and
 //! [`DataKeys`] (the SSE modes). Operations that block on an fsync run in `block_in_place`.
 
+/// The SSE-C key a request's `x-amz-server-side-encryption-customer-*` headers carry, checked.
+/// Every input type that has them names them alike; a macro spares repeating the three.
+macro_rules! customer_key_of {
+    ($service:expr, $input:expr, $ctx:expr) => {
+        $service.customer_key(
+            customer_headers(
+                &$input.sse_customer_algorithm,
+                &$input.sse_customer_key,
+                &$input.sse_customer_key_md5,
+            ),
+            $ctx,
+        )
+    };
+}
+
+/// The encryption headers of a write (PutObject, CopyObject, CreateMultipartUpload).
+macro_rules! sse_headers_of {
+    ($input:expr) => {
+        sse_headers(
+            $input.server_side_encryption.as_ref(),
+            $input.ssekms_key_id.as_deref(),
+            $input.ssekms_encryption_context.as_deref(),
+            $input.bucket_key_enabled,
+            customer_headers(
+                &$input.sse_customer_algorithm,
+                &$input.sse_customer_key,
+                &$input.sse_customer_key_md5,
+            ),
+        )
+    };
+}
+
 mod attributes;
 mod copy;
 
@@ -598,17 +630,7 @@ impl S3 for ObjectService {
         let ctx = client_context(&req.extensions)?;
         let input = req.input;
         let bucket = self.bucket(&input.bucket)?;
-        let headers = sse_headers(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-        );
+        let headers = sse_headers_of!(input);
         let requested = self.resolve_sse(&headers, &bucket, &ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self.keys.create(&requested, &ctx, &arn)?;
@@ -867,14 +889,7 @@ impl ObjectService {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            ctx,
-        )?;
+        let customer = customer_key_of!(self, input, ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let (data_key, metadata) = self.open_object(&record, ctx, &arn, customer.as_ref())?;
         let (range, content_range, parts_count) =
@@ -960,17 +975,7 @@ impl ObjectService {
                 "At least one of the pre-conditions you specified did not hold"
             ));
         }
-        let headers = sse_headers(
-            input.server_side_encryption.as_ref(),
-            input.ssekms_key_id.as_deref(),
-            input.ssekms_encryption_context.as_deref(),
-            input.bucket_key_enabled,
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-        );
+        let headers = sse_headers_of!(input);
         let requested = self.resolve_sse(&headers, &bucket, &ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self.keys.create(&requested, &ctx, &arn)?;
@@ -1035,14 +1040,7 @@ impl ObjectService {
         let input = req.input;
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
-        let customer = self.customer_key(
-            customer_headers(
-                &input.sse_customer_algorithm,
-                &input.sse_customer_key,
-                &input.sse_customer_key_md5,
-            ),
-            &ctx,
-        )?;
+        let customer = customer_key_of!(self, input, &ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self
             .keys
