@@ -174,32 +174,32 @@ async fn each_mode_round_trips_with_aws_headers_and_nothing_in_plaintext() {
     server.assert_not_on_disk(customer.key.as_bytes(), "the customer key (base64)");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn multipart_and_ranges_across_part_and_segment_boundaries() {
-    let server = Server::start_s3();
-    let s3 = server.s3_client();
-    s3.create_bucket()
-        .bucket("sdk-multipart")
-        .send()
-        .await
-        .unwrap();
-    let parts = [random(5 * MIB), random(5 * MIB + 1), random(70_000)];
-    let upload = s3
-        .create_multipart_upload()
-        .bucket("sdk-multipart")
-        .key("big")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .send()
-        .await
-        .unwrap();
+/// Uploads `parts` as one multipart upload (SSE-KMS if `kms`) and completes it.
+async fn upload_parts(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    parts: &[Vec<u8>],
+    kms: bool,
+) -> Result<
+    aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+> {
+    let mut create = s3.create_multipart_upload().bucket(bucket).key(key);
+    if kms {
+        create = create.server_side_encryption(ServerSideEncryption::AwsKms);
+    }
+    let upload = create.send().await.unwrap();
     let upload_id = upload.upload_id().unwrap();
     let mut completed = Vec::new();
-    for (index, part) in parts.iter().enumerate() {
-        let number = i32::try_from(index + 1).unwrap();
+    for (number, part) in (1..).zip(parts) {
         let uploaded = s3
             .upload_part()
-            .bucket("sdk-multipart")
-            .key("big")
+            .bucket(bucket)
+            .key(key)
             .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(part.clone()))
@@ -213,10 +213,9 @@ async fn multipart_and_ranges_across_part_and_segment_boundaries() {
                 .build(),
         );
     }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("sdk-multipart")
-        .key("big")
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
         .upload_id(upload_id)
         .multipart_upload(
             CompletedMultipartUpload::builder()
@@ -224,6 +223,20 @@ async fn multipart_and_ranges_across_part_and_segment_boundaries() {
                 .build(),
         )
         .send()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_and_ranges_across_part_and_segment_boundaries() {
+    let server = Server::start_s3();
+    let s3 = server.s3_client();
+    s3.create_bucket()
+        .bucket("sdk-multipart")
+        .send()
+        .await
+        .unwrap();
+    let parts = [random(5 * MIB), random(5 * MIB + 1), random(70_000)];
+    let done = upload_parts(&s3, "sdk-multipart", "big", &parts, true)
         .await
         .unwrap();
     assert!(done.e_tag().unwrap().ends_with("-3\""));
@@ -259,45 +272,8 @@ async fn multipart_and_ranges_across_part_and_segment_boundaries() {
         parts[1]
     );
     // Parts under 5 MiB other than the last are refused at completion.
-    let small = s3
-        .create_multipart_upload()
-        .bucket("sdk-multipart")
-        .key("small")
-        .send()
-        .await
-        .unwrap();
-    let small_id = small.upload_id().unwrap();
-    let mut completed = Vec::new();
-    for number in 1..=2 {
-        let uploaded = s3
-            .upload_part()
-            .bucket("sdk-multipart")
-            .key("small")
-            .upload_id(small_id)
-            .part_number(number)
-            .body(ByteStream::from(vec![b'x'; 1024]))
-            .send()
-            .await
-            .unwrap();
-        completed.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(uploaded.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let refused = s3
-        .complete_multipart_upload()
-        .bucket("sdk-multipart")
-        .key("small")
-        .upload_id(small_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
-        .send()
-        .await;
+    let small = [vec![b'x'; 1024], vec![b'y'; 1024]];
+    let refused = upload_parts(&s3, "sdk-multipart", "small", &small, false).await;
     assert_code(refused, "EntityTooSmall");
 }
 
