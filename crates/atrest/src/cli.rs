@@ -32,6 +32,92 @@ pub enum Command {
     /// Check or search the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Encrypt a file or stream on this machine (AWS Encryption SDK message format).
+    Encrypt(EncryptArgs),
+    /// Decrypt an AWS Encryption SDK message (from atrest or any official SDK).
+    Decrypt(DecryptArgs),
+}
+
+/// The keys of `atrest encrypt`/`decrypt`. Several may be named: encrypt wraps the data key under
+/// each (the first generates it); decrypt tries each.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// A KMS key (ARN, key ID, alias name or alias ARN); repeatable.
+    #[arg(long = "kms-key-id", value_name = "KEY")]
+    pub kms_key_ids: Vec<String>,
+    /// The KMS endpoint (default: as the aws CLI finds it: AWS_ENDPOINT_URL_KMS, profile, AWS).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// The KMS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The shared-config profile to take credentials and region from (default: AWS_PROFILE).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Decrypt with whichever KMS key the message names (decrypt only).
+    #[arg(long)]
+    pub discovery: bool,
+    /// With --discovery: only keys of this partition (default aws when accounts are given).
+    #[arg(long, requires = "discovery")]
+    pub discovery_partition: Option<String>,
+    /// With --discovery: only keys of this account; repeatable.
+    #[arg(
+        long = "discovery-account",
+        requires = "discovery",
+        value_name = "ACCOUNT"
+    )]
+    pub discovery_accounts: Vec<String>,
+    /// A raw AES wrapping key: a file of 16, 24 or 32 bytes, or their base64.
+    #[arg(long = "raw-key-file", value_name = "PATH")]
+    pub raw_key_files: Vec<PathBuf>,
+    /// A raw RSA key (OAEP-SHA256): a PEM PKCS#8 private key, or a PEM public key (encrypt only).
+    #[arg(long = "rsa-key-file", value_name = "PATH")]
+    pub rsa_key_files: Vec<PathBuf>,
+    /// The key namespace (provider ID) of raw keys; must match on decrypt.
+    #[arg(long)]
+    pub key_namespace: Option<String>,
+    /// The key name of raw keys; must match on decrypt.
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// Refuse messages with more encrypted data keys than this.
+    #[arg(long, default_value_t = 10)]
+    pub max_encrypted_data_keys: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// The plaintext: a file, or - for stdin.
+    #[arg(short, long)]
+    pub input: String,
+    /// The message: a file (written whole or not at all), or - for stdout.
+    #[arg(short, long)]
+    pub output: String,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// An encryption context pair KEY=VALUE, authenticated with the data; repeatable.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Plaintext bytes per frame.
+    #[arg(long, default_value_t = atrest_client::config::DEFAULT_FRAME_LENGTH)]
+    pub frame_size: u32,
+    /// 0x0478 (AES-256-GCM, HKDF-SHA512, key commitment) or 0x0578 (also an ECDSA P-384 signature).
+    #[arg(long, default_value = "0x0478")]
+    pub suite: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The message: a file, or - for stdin.
+    #[arg(short, long)]
+    pub input: String,
+    /// The plaintext: a file (appears only after the whole message verified), or - for stdout.
+    #[arg(short, long)]
+    pub output: String,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// A pair KEY=VALUE the message's encryption context must contain; repeatable.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod datadir;
+mod envelope;
 mod error;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Encrypt(args) => return envelope_exit(envelope::encrypt(&args)),
+        Command::Decrypt(args) => return envelope_exit(envelope::decrypt(&args)),
         Command::Serve(args) => serve(args),
         Command::User(UserCommand::Add {
             name,
@@ -57,6 +60,17 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("atrest: error: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `atrest encrypt`/`decrypt` exit with codes that say what failed (see `envelope::exit`).
+fn envelope_exit(result: Result<(), envelope::Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("atrest: error: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
