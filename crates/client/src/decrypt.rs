@@ -151,7 +151,10 @@ impl<R: Read> Decryptor<R> {
         Ok(u32::from_be_bytes(bytes))
     }
 
-    fn next_frame(&mut self) -> Result<()> {
+    /// Reads and authenticates the next frame. With `direct`, a regular frame (or an unsigned
+    /// final frame) is decrypted straight into it and its length returned; otherwise the
+    /// plaintext is left in the buffer for `start..end`.
+    fn next_frame(&mut self, direct: Option<&mut [u8]>) -> Result<Option<usize>> {
         let first = self.read_u32("frame sequence number")?;
         let is_final = first == FINAL_MARKER;
         let sequence = if is_final {
@@ -200,18 +203,31 @@ impl<R: Read> Decryptor<R> {
         };
         let (aad, aad_len) =
             keys::body_aad(&self.header.message_id, kind, sequence, content_len as u64);
+        let aad = &aad[..aad_len];
+        self.next_sequence = sequence.saturating_add(1);
+        // A signed message's last plaintext waits for the signature, so it never goes direct.
+        let signed_final = is_final && self.header.suite.is_signed();
+        if let Some(out) = direct.filter(|out| out.len() >= content_len && !signed_final) {
+            let frame = &self.buffer[offset..offset + content_len + TAG_LEN];
+            let (ciphertext, tag) = frame.split_at(content_len);
+            self.key
+                .open_into(sequence, aad, ciphertext, tag, &mut out[..content_len])?;
+            if is_final {
+                self.finish_message()?;
+            }
+            return Ok(Some(content_len));
+        }
         self.key.open(
             sequence,
-            &aad[..aad_len],
+            aad,
             &mut self.buffer[offset..offset + content_len + TAG_LEN],
         )?;
-        self.next_sequence = sequence.saturating_add(1);
         if is_final {
             self.finish_message()?;
         }
         self.start = offset;
         self.end = offset + content_len;
-        Ok(())
+        Ok(None)
     }
 
     /// The IV field must be the sequence number, as the format fixes it.
@@ -282,7 +298,7 @@ impl<R: Read> Decryptor<R> {
             if self.done {
                 return Ok(self.header.clone());
             }
-            self.next_frame()?;
+            self.next_frame(None)?;
         }
     }
 }
@@ -293,7 +309,14 @@ impl<R: Read> Read for Decryptor<R> {
             if self.done || out.is_empty() {
                 return Ok(0);
             }
-            self.next_frame()?;
+            if out.len() >= self.header.frame_length as usize {
+                match self.next_frame(Some(&mut *out))? {
+                    Some(0) => continue,
+                    Some(n) => return Ok(n),
+                    None => break,
+                }
+            }
+            self.next_frame(None)?;
         }
         let n = out.len().min(self.end - self.start);
         out[..n].copy_from_slice(&self.buffer[self.start..self.start + n]);

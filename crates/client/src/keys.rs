@@ -120,6 +120,51 @@ impl MessageKey {
         Ok(tag_bytes(tag))
     }
 
+    /// Encrypts `plaintext` into `out` (ciphertext then tag, `plaintext.len() + 16` bytes),
+    /// sparing the copy into a staging buffer when the caller's bytes can be read directly.
+    pub fn seal_into(
+        &self,
+        sequence: u32,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let (ciphertext, tag) = out.split_at_mut(plaintext.len());
+        self.0
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(iv(sequence)),
+                Aad::from(aad),
+                plaintext,
+                ciphertext,
+                &[],
+                tag,
+            )
+            .map_err(|_| Error::Keyring("AES-GCM seal failed".into()))
+    }
+
+    /// Decrypts `ciphertext` with `tag` into `out` (same length as `ciphertext`). On failure
+    /// `out` is zeroed, so no unauthenticated plaintext is left in the caller's buffer.
+    pub fn open_into(
+        &self,
+        sequence: u32,
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let opened = self.0.open_separate_gather(
+            Nonce::assume_unique_for_key(iv(sequence)),
+            Aad::from(aad),
+            ciphertext,
+            tag,
+            out,
+        );
+        opened.map_err(|_| {
+            zeroize::Zeroize::zeroize(out);
+            Error::FrameAuthentication(sequence)
+        })
+    }
+
     /// Decrypts `ciphertext_and_tag` in place; on success the first `len - 16` bytes are the
     /// plaintext. Nothing is usable on failure.
     pub fn open(&self, sequence: u32, aad: &[u8], ciphertext_and_tag: &mut [u8]) -> Result<()> {

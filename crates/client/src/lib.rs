@@ -25,7 +25,7 @@ mod wire;
 pub use config::Config;
 pub use context::EncryptionContext;
 pub use decrypt::Decryptor;
-pub use encrypt::Encryptor;
+pub use encrypt::{Encryptor, encrypt_to_slice};
 pub use error::{Error, Result};
 pub use header::{EncryptedDataKey, Header};
 pub use keyring::Keyring;

@@ -284,3 +284,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn encrypt_to_slice_matches_the_stream_format() {
+    let keyring = aes("k", 12);
+    for suite in SUITES {
+        for len in [0, 1, 63, 64, 65, 1000] {
+            let config = config(suite, 64);
+            let mut out = vec![0u8; len + 4096];
+            let written =
+                crate::encrypt_to_slice(&plaintext(len), &keyring, context(), &config, &mut out)
+                    .unwrap();
+            let (opened, _) = decrypt(&out[..written], &keyring, &config, &context()).unwrap();
+            assert_eq!(opened, plaintext(len), "{suite:?} {len}");
+        }
+    }
+    let mut small = vec![0u8; 100];
+    let refused = crate::encrypt_to_slice(
+        &plaintext(1000),
+        &keyring,
+        context(),
+        &Config::default(),
+        &mut small,
+    );
+    assert!(matches!(refused, Err(Error::Config(message)) if message.contains("needs up to")));
+}
