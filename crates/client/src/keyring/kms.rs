@@ -84,6 +84,37 @@ impl KmsClient {
         (!context.is_empty()).then(|| context.clone().into_iter().collect())
     }
 
+    /// Opens the first encrypted data key whose ARN `wanted` accepts; the error lists every KMS
+    /// failure, or says (`none`) that no key was a candidate.
+    fn decrypt_first(
+        &self,
+        materials: &mut DecryptionMaterials,
+        keys: &[EncryptedDataKey],
+        wanted: impl Fn(&str) -> bool,
+        none: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let mut failures = Vec::new();
+        for key in keys {
+            let Some(arn) = kms_key_arn(key).filter(|arn| wanted(arn)) else {
+                continue;
+            };
+            match self.decrypt(arn, key, &materials.context) {
+                Ok(data_key) => {
+                    materials.data_key = Some(data_key);
+                    return Ok(());
+                }
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        if failures.is_empty() {
+            failures.push(none());
+        }
+        Err(Error::NoDecryptableKey(format!(
+            ": {}",
+            failures.join("; ")
+        )))
+    }
+
     /// Decrypt with `key_arn` named explicitly, and check KMS used that key.
     fn decrypt(
         &self,
@@ -279,29 +310,12 @@ impl Keyring for KmsKeyring {
         materials: &mut DecryptionMaterials,
         keys: &[EncryptedDataKey],
     ) -> Result<()> {
-        let mut failures = Vec::new();
-        for key in keys {
-            let Some(arn) = kms_key_arn(key).filter(|arn| self.names(arn)) else {
-                continue;
-            };
-            match self.kms.decrypt(arn, key, &materials.context) {
-                Ok(data_key) => {
-                    materials.data_key = Some(data_key);
-                    return Ok(());
-                }
-                Err(error) => failures.push(error.to_string()),
-            }
-        }
-        if failures.is_empty() {
-            failures.push(format!(
-                "no encrypted data key is for KMS key {}",
-                self.key_id
-            ));
-        }
-        Err(Error::NoDecryptableKey(format!(
-            ": {}",
-            failures.join("; ")
-        )))
+        self.kms.decrypt_first(
+            materials,
+            keys,
+            |arn| self.names(arn),
+            || format!("no encrypted data key is for KMS key {}", self.key_id),
+        )
     }
 }
 
@@ -367,27 +381,12 @@ impl Keyring for KmsDiscoveryKeyring {
         materials: &mut DecryptionMaterials,
         keys: &[EncryptedDataKey],
     ) -> Result<()> {
-        let mut failures = Vec::new();
-        for key in keys {
-            let Some(arn) = kms_key_arn(key).filter(|arn| self.allows(arn)) else {
-                continue;
-            };
-            match self.kms.decrypt(arn, key, &materials.context) {
-                Ok(data_key) => {
-                    materials.data_key = Some(data_key);
-                    return Ok(());
-                }
-                Err(error) => failures.push(error.to_string()),
-            }
-        }
-        if failures.is_empty() {
-            failures
-                .push("no encrypted data key is for a KMS key the discovery filter allows".into());
-        }
-        Err(Error::NoDecryptableKey(format!(
-            ": {}",
-            failures.join("; ")
-        )))
+        self.kms.decrypt_first(
+            materials,
+            keys,
+            |arn| self.allows(arn),
+            || "no encrypted data key is for a KMS key the discovery filter allows".into(),
+        )
     }
 }
 
