@@ -1,12 +1,13 @@
 //! The AWS Encryption SDK message parser (header, frames, footer) of the client crate: never
 //! panics on any input; a header it accepts serializes back to a header it reads identically;
 //! and whole messages are decrypted with a fixed raw AES key, so the seeds (valid messages under
-//! that key, both suites, framed and not) drive the body and footer parsers too.
+//! that key, both suites, framed and not) drive the body and footer parsers too, once from a
+//! slice (frames lent) and once from a stream (frames copied): both must give the same verdict.
 #![no_main]
 
 use atrest_client::header::Header;
 use atrest_client::keyring::RawAesKeyring;
-use atrest_client::{Config, EncryptionContext};
+use atrest_client::{Config, Decryptor, EncryptionContext};
 use atrest_crypto::SecretBytes;
 use libfuzzer_sys::fuzz_target;
 
@@ -20,5 +21,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(body, bytes);
     }
     let keyring = RawAesKeyring::new("fuzz", "key", &SecretBytes::new(vec![0x42; 32])).expect("keyring");
-    let _ = atrest_client::decrypt(data, &keyring, &Config::default(), &EncryptionContext::new());
+    let config = Config::default();
+    // In-memory (lent frames) and streaming (copied frames) must agree.
+    let from_slice = atrest_client::decrypt(data, &keyring, &config, &EncryptionContext::new());
+    let from_stream = Decryptor::new(data, &keyring, &config, &EncryptionContext::new()).and_then(|decryptor| {
+        let mut plaintext = Vec::new();
+        decryptor.read_to_end_verified(&mut plaintext).map(|_| plaintext)
+    });
+    match (from_slice, from_stream) {
+        (Ok((a, _)), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("slice and stream disagree: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+    }
 });

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atrest_client::keyring::RawAesKeyring;
-use atrest_client::{AlgorithmSuite, Config, Decryptor, EncryptionContext, Encryptor};
+use atrest_client::{AlgorithmSuite, Config, Decryptor, EncryptionContext, Encryptor, SliceSource};
 use atrest_crypto::SecretBytes;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -136,8 +136,13 @@ fn encrypt(input: &[u8], keyring: &RawAesKeyring, config: &Config, out: &mut Vec
 
 /// Reads into the caller's buffer, as an application with its own memory would.
 fn decrypt(message: &[u8], keyring: &RawAesKeyring, config: &Config, out: &mut [u8]) -> usize {
-    let mut decryptor =
-        Decryptor::new(message, keyring, config, &EncryptionContext::new()).expect("decryptor");
+    let mut decryptor = Decryptor::new(
+        SliceSource(message),
+        keyring,
+        config,
+        &EncryptionContext::new(),
+    )
+    .expect("decryptor");
     let mut len = 0;
     loop {
         match decryptor.read(&mut out[len..]).expect("verified") {

@@ -23,8 +23,78 @@ use crate::wire::read_exact_or_truncated;
 
 const FINAL_MARKER: u32 = u32::MAX;
 
-/// Reads one message from `R` and yields its authenticated plaintext.
-pub struct Decryptor<R: Read> {
+/// Where a message's bytes come from. Any `Read` is a source: each frame is copied once into the
+/// decryptor's frame buffer. A [`SliceSource`] lends its frames instead, so a frame read into a
+/// large enough buffer is opened straight from the message into it, with no copy at all.
+pub trait MessageSource {
+    /// The source as a plain reader, for the header and the small fields.
+    fn reader(&mut self) -> &mut dyn Read;
+
+    /// The next `len` bytes: lent (`Some`) if the source holds them, otherwise read into
+    /// `scratch[..len]` (`None`).
+    fn next_bytes(
+        &mut self,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        field: &'static str,
+    ) -> Result<Option<&[u8]>>;
+}
+
+impl<R: Read> MessageSource for R {
+    fn reader(&mut self) -> &mut dyn Read {
+        self
+    }
+
+    fn next_bytes(
+        &mut self,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        field: &'static str,
+    ) -> Result<Option<&[u8]>> {
+        scratch.resize(len, 0);
+        read_exact_or_truncated(self, &mut scratch[..len], field)?;
+        Ok(None)
+    }
+}
+
+/// A message already in memory.
+#[derive(Debug)]
+pub struct SliceSource<'m>(pub &'m [u8]);
+
+impl MessageSource for SliceSource<'_> {
+    fn reader(&mut self) -> &mut dyn Read {
+        &mut self.0
+    }
+
+    fn next_bytes(
+        &mut self,
+        len: usize,
+        _scratch: &mut Vec<u8>,
+        field: &'static str,
+    ) -> Result<Option<&[u8]>> {
+        if self.0.len() < len {
+            return Err(Error::Truncated(field));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(Some(head))
+    }
+}
+
+/// The IV field must be the sequence number, as the format fixes it.
+fn check_iv(iv: &[u8], sequence: u32) -> Result<()> {
+    if iv == keys::iv(sequence) {
+        Ok(())
+    } else {
+        Err(Error::Malformed(format!(
+            "frame {sequence} has an IV other than its sequence number"
+        )))
+    }
+}
+
+/// Reads one message from `R` (any `Read`, or a [`SliceSource`]) and yields its authenticated
+/// plaintext.
+pub struct Decryptor<R: MessageSource> {
     input: R,
     key: MessageKey,
     header: Header,
@@ -38,7 +108,7 @@ pub struct Decryptor<R: Read> {
     verifier: Option<Verifier>,
 }
 
-impl<R: Read> std::fmt::Debug for Decryptor<R> {
+impl<R: MessageSource> std::fmt::Debug for Decryptor<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decryptor")
             .field("next_sequence", &self.next_sequence)
@@ -47,7 +117,7 @@ impl<R: Read> std::fmt::Debug for Decryptor<R> {
     }
 }
 
-impl<R: Read> Decryptor<R> {
+impl<R: MessageSource> Decryptor<R> {
     /// Reads and verifies the header: parses it (refusing too many encrypted data keys before
     /// reading them), asks `keyring` for the data key, checks the key commitment and the header
     /// tag, then checks that every pair of `required_context` is in the message's context.
@@ -58,7 +128,7 @@ impl<R: Read> Decryptor<R> {
         required_context: &EncryptionContext,
     ) -> Result<Self> {
         let (header, header_body, header_tag) =
-            Header::read(&mut input, config.max_encrypted_data_keys)?;
+            Header::read(input.reader(), config.max_encrypted_data_keys)?;
         config.commitment_policy.check_decrypt(header.suite)?;
         if header.frame_length > crate::config::MAX_FRAME_LENGTH {
             return Err(Error::Malformed(format!(
@@ -133,22 +203,30 @@ impl<R: Read> Decryptor<R> {
         &self.header
     }
 
+    /// The next `len` bytes into the frame buffer (fed to the signature hash).
     fn read_raw(&mut self, len: usize, field: &'static str) -> Result<()> {
-        self.buffer.resize(len, 0);
-        read_exact_or_truncated(&mut self.input, &mut self.buffer[..len], field)?;
+        if let Some(lent) = self.input.next_bytes(len, &mut self.buffer, field)? {
+            self.buffer.clear();
+            self.buffer.extend_from_slice(lent);
+        }
         if let Some(verifier) = &mut self.verifier {
             verifier.update(&self.buffer[..len]);
         }
         Ok(())
     }
 
-    fn read_u32(&mut self, field: &'static str) -> Result<u32> {
-        let mut bytes = [0u8; 4];
-        read_exact_or_truncated(&mut self.input, &mut bytes, field)?;
+    /// A small fixed-size field (fed to the signature hash).
+    fn read_array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
+        let mut bytes = [0u8; N];
+        read_exact_or_truncated(self.input.reader(), &mut bytes, field)?;
         if let Some(verifier) = &mut self.verifier {
             verifier.update(&bytes);
         }
-        Ok(u32::from_be_bytes(bytes))
+        Ok(bytes)
+    }
+
+    fn read_u32(&mut self, field: &'static str) -> Result<u32> {
+        self.read_array::<4>(field).map(u32::from_be_bytes)
     }
 
     /// Reads and authenticates the next frame. With `direct`, a regular frame (or an unsigned
@@ -171,31 +249,21 @@ impl<R: Read> Decryptor<R> {
         if sequence > self.max_frames {
             return Err(Error::TooManyFrames(self.max_frames));
         }
-        let (offset, content_len) = if is_final {
-            // IV and the content length, then the content.
-            self.read_raw(IV_LEN + 4, "final frame header")?;
-            let len = u32::from_be_bytes([
-                self.buffer[12],
-                self.buffer[13],
-                self.buffer[14],
-                self.buffer[15],
-            ]);
+        let (iv, content_len) = if is_final {
+            let prefix = self.read_array::<{ IV_LEN + 4 }>("final frame header")?;
+            let len = u32::from_be_bytes([prefix[12], prefix[13], prefix[14], prefix[15]]);
             if len > self.header.frame_length {
                 return Err(Error::Malformed(format!(
                     "a final frame of {len} bytes is longer than the frame length {}",
                     self.header.frame_length
                 )));
             }
-            self.check_iv(sequence)?;
-            self.read_raw(len as usize + TAG_LEN, "final frame")?;
-            (0, len as usize)
+            (prefix[..IV_LEN].to_vec(), len as usize)
         } else {
-            // IV, content and tag in one read; the content is decrypted where it lies.
-            let len = self.header.frame_length as usize;
-            self.read_raw(IV_LEN + len + TAG_LEN, "frame")?;
-            self.check_iv(sequence)?;
-            (IV_LEN, len)
+            let iv = self.read_array::<IV_LEN>("frame IV")?;
+            (iv.to_vec(), self.header.frame_length as usize)
         };
+        check_iv(&iv, sequence)?;
         let kind = if is_final {
             BodyKind::FinalFrame
         } else {
@@ -205,46 +273,46 @@ impl<R: Read> Decryptor<R> {
             keys::body_aad(&self.header.message_id, kind, sequence, content_len as u64);
         let aad = &aad[..aad_len];
         self.next_sequence = sequence.saturating_add(1);
+        let len = content_len + TAG_LEN;
         // A signed message's last plaintext waits for the signature, so it never goes direct.
         let signed_final = is_final && self.header.suite.is_signed();
         if let Some(out) = direct.filter(|out| out.len() >= content_len && !signed_final) {
-            let frame = &self.buffer[offset..offset + content_len + TAG_LEN];
+            let Self {
+                input,
+                buffer,
+                key,
+                verifier,
+                ..
+            } = self;
+            let lent = input.next_bytes(len, buffer, "frame")?;
+            let frame = match lent {
+                Some(lent) => lent,
+                None => &buffer[..len],
+            };
+            if let Some(verifier) = verifier {
+                verifier.update(frame);
+            }
             let (ciphertext, tag) = frame.split_at(content_len);
-            self.key
-                .open_into(sequence, aad, ciphertext, tag, &mut out[..content_len])?;
+            key.open_into(sequence, aad, ciphertext, tag, &mut out[..content_len])?;
             if is_final {
                 self.finish_message()?;
             }
             return Ok(Some(content_len));
         }
-        self.key.open(
-            sequence,
-            aad,
-            &mut self.buffer[offset..offset + content_len + TAG_LEN],
-        )?;
+        self.read_raw(len, "frame")?;
+        self.key.open(sequence, aad, &mut self.buffer[..len])?;
         if is_final {
             self.finish_message()?;
         }
-        self.start = offset;
-        self.end = offset + content_len;
+        self.start = 0;
+        self.end = content_len;
         Ok(None)
-    }
-
-    /// The IV field must be the sequence number, as the format fixes it.
-    fn check_iv(&self, sequence: u32) -> Result<()> {
-        if self.buffer[..IV_LEN] == keys::iv(sequence) {
-            Ok(())
-        } else {
-            Err(Error::Malformed(format!(
-                "frame {sequence} has an IV other than its sequence number"
-            )))
-        }
     }
 
     /// Non-framed body: IV, 8-byte content length, content, tag; authenticated as one block.
     fn read_single_block(&mut self, max_len: u64) -> Result<()> {
         self.read_raw(IV_LEN + 8, "non-framed body header")?;
-        self.check_iv(1)?;
+        check_iv(&self.buffer[..IV_LEN], 1)?;
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&self.buffer[IV_LEN..IV_LEN + 8]);
         let len = u64::from_be_bytes(len_bytes);
@@ -270,14 +338,14 @@ impl<R: Read> Decryptor<R> {
     fn finish_message(&mut self) -> Result<()> {
         if let Some(verifier) = self.verifier.take() {
             let mut len = [0u8; 2];
-            read_exact_or_truncated(&mut self.input, &mut len, "footer")?;
+            read_exact_or_truncated(self.input.reader(), &mut len, "footer")?;
             let mut signature = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            read_exact_or_truncated(&mut self.input, &mut signature, "footer signature")?;
+            read_exact_or_truncated(self.input.reader(), &mut signature, "footer signature")?;
             verifier.verify(&signature)?;
         }
         let mut probe = [0u8; 1];
         loop {
-            match self.input.read(&mut probe) {
+            match self.input.reader().read(&mut probe) {
                 Ok(0) => break,
                 Ok(_) => return Err(Error::TrailingBytes),
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
@@ -303,7 +371,7 @@ impl<R: Read> Decryptor<R> {
     }
 }
 
-impl<R: Read> Read for Decryptor<R> {
+impl<R: MessageSource> Read for Decryptor<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.start == self.end {
             if self.done || out.is_empty() {

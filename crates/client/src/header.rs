@@ -85,7 +85,7 @@ impl Header {
     /// (as read, for authentication and the signature) and the tag. Stops with
     /// [`Error::TooManyEncryptedDataKeys`] as soon as the count exceeds `max_encrypted_data_keys`,
     /// before reading any key.
-    pub fn read<R: Read>(
+    pub fn read<R: Read + ?Sized>(
         input: &mut R,
         max_encrypted_data_keys: u16,
     ) -> Result<(Header, Vec<u8>, [u8; TAG_LEN])> {

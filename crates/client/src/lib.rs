@@ -24,7 +24,7 @@ mod wire;
 
 pub use config::Config;
 pub use context::EncryptionContext;
-pub use decrypt::Decryptor;
+pub use decrypt::{Decryptor, MessageSource, SliceSource};
 pub use encrypt::{Encryptor, encrypt_to_slice};
 pub use error::{Error, Result};
 pub use header::{EncryptedDataKey, Header};
@@ -56,7 +56,7 @@ pub fn decrypt(
     config: &Config,
     required_context: &EncryptionContext,
 ) -> Result<(Vec<u8>, Header)> {
-    let decryptor = Decryptor::new(message, keyring, config, required_context)?;
+    let decryptor = Decryptor::new(SliceSource(message), keyring, config, required_context)?;
     let mut plaintext = Vec::with_capacity(message.len());
     let header = decryptor.read_to_end_verified(&mut plaintext)?;
     Ok((plaintext, header))

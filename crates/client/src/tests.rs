@@ -309,3 +309,44 @@ fn encrypt_to_slice_matches_the_stream_format() {
     );
     assert!(matches!(refused, Err(Error::Config(message)) if message.contains("needs up to")));
 }
+
+#[test]
+fn lent_and_copied_frames_read_alike_into_large_buffers() {
+    let keyring = aes("k", 13);
+    for suite in SUITES {
+        let config = config(suite, 256);
+        let data = plaintext(256 * 7 + 100);
+        let message = encrypt(&data, &keyring, context(), &config).unwrap();
+        let read_all = |mut decryptor: Box<dyn Read + '_>| {
+            let mut out = vec![0u8; data.len() + 512];
+            let mut len = 0;
+            loop {
+                match decryptor.read(&mut out[len..]).unwrap() {
+                    0 => return out[..len].to_vec(),
+                    n => len += n,
+                }
+            }
+        };
+        let lent =
+            Decryptor::new(crate::SliceSource(&message), &keyring, &config, &context()).unwrap();
+        let copied = Decryptor::new(message.as_slice(), &keyring, &config, &context()).unwrap();
+        assert_eq!(read_all(Box::new(lent)), data, "{suite:?} lent");
+        assert_eq!(read_all(Box::new(copied)), data, "{suite:?} copied");
+        let mut damaged = message.clone();
+        let at = message.len() - 40;
+        damaged[at] ^= 1;
+        let mut decryptor =
+            Decryptor::new(crate::SliceSource(&damaged), &keyring, &config, &context()).unwrap();
+        let mut out = vec![0u8; data.len() + 512];
+        let mut failed = false;
+        let mut len = 0;
+        while !failed {
+            match decryptor.read(&mut out[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(_) => failed = true,
+            }
+        }
+        assert!(failed, "{suite:?}: damage near the end must fail the read");
+    }
+}

@@ -42,12 +42,12 @@ impl<'a> Cursor<'a> {
 
 /// Reads fields from a stream and keeps every byte it read, because the header's bytes are
 /// themselves authenticated (header tag AAD) and signed.
-pub(crate) struct RecordingReader<'r, R: Read> {
+pub(crate) struct RecordingReader<'r, R: Read + ?Sized> {
     input: &'r mut R,
     pub(crate) recorded: Vec<u8>,
 }
 
-impl<'r, R: Read> RecordingReader<'r, R> {
+impl<'r, R: Read + ?Sized> RecordingReader<'r, R> {
     pub(crate) fn new(input: &'r mut R) -> Self {
         Self {
             input,
@@ -83,7 +83,7 @@ impl<'r, R: Read> RecordingReader<'r, R> {
 }
 
 /// `read_exact`, with end of input reported as a truncated message naming the field.
-pub(crate) fn read_exact_or_truncated<R: Read>(
+pub(crate) fn read_exact_or_truncated<R: Read + ?Sized>(
     input: &mut R,
     buf: &mut [u8],
     field: &'static str,
@@ -97,7 +97,7 @@ pub(crate) fn read_exact_or_truncated<R: Read>(
     }
 }
 
-impl<R: Read> RecordingReader<'_, R> {
+impl<R: Read + ?Sized> RecordingReader<'_, R> {
     /// The underlying stream, for reading bytes that are not recorded.
     pub(crate) fn input(&mut self) -> &mut R {
         self.input
