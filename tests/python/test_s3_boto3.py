@@ -367,6 +367,64 @@ def test_bucket_default_encryption(s3_server, s3):
     assert s3.put_object(Bucket="defaults", Key="c", Body=b"x")["ServerSideEncryption"] == "AES256"
 
 
+def test_blocked_encryption_types(s3_server, s3):
+    """BlockedEncryptionTypes: with SSE-C blocked, every write asking for SSE-C is refused with
+    403 AccessDenied (PutObject, CopyObject, multipart), SSE-C objects already there stay
+    readable, and NONE lifts the block."""
+    s3.create_bucket(Bucket="no-sse-c")
+    key = customer_key()
+    s3.put_object(Bucket="no-sse-c", Key="before", Body=b"written before the block", **sse_c(key))
+    blocked = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+                          "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]}
+    s3.put_bucket_encryption(Bucket="no-sse-c", ServerSideEncryptionConfiguration=blocked)
+    rule = s3.get_bucket_encryption(Bucket="no-sse-c")["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["BlockedEncryptionTypes"] == {"EncryptionType": ["SSE-C"]}
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+
+    refused = [
+        lambda: s3.put_object(Bucket="no-sse-c", Key="new", Body=b"x", **sse_c(key)),
+        lambda: s3.copy_object(Bucket="no-sse-c", Key="copy", CopySource={"Bucket": "no-sse-c", "Key": "before"},
+                               **copy_sse_c(key), **sse_c(key)),
+        lambda: s3.create_multipart_upload(Bucket="no-sse-c", Key="multi", **sse_c(key)),
+    ]
+    for write in refused:
+        with pytest.raises(ClientError) as excinfo:
+            write()
+        assert (http_status(excinfo), error_code(excinfo)) == (403, "AccessDenied")
+    assert s3.get_object(Bucket="no-sse-c", Key="before", **sse_c(key))["Body"].read() == b"written before the block"
+    assert s3.put_object(Bucket="no-sse-c", Key="plain", Body=b"x")["ServerSideEncryption"] == "AES256"
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="no-sse-c")["Contents"]) == ["before", "plain"]
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_bucket_encryption(Bucket="no-sse-c", ServerSideEncryptionConfiguration={"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+            "BlockedEncryptionTypes": {"EncryptionType": ["SSE-KMS"]}}]})
+    assert http_status(excinfo) == 400
+    assert s3.get_bucket_encryption(Bucket="no-sse-c")["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "BlockedEncryptionTypes"] == {"EncryptionType": ["SSE-C"]}
+
+    s3.put_bucket_encryption(Bucket="no-sse-c", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+        "BlockedEncryptionTypes": {"EncryptionType": ["NONE"]}}]})
+    rule = s3.get_bucket_encryption(Bucket="no-sse-c")["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["BlockedEncryptionTypes"] == {"EncryptionType": ["NONE"]}
+    s3.put_object(Bucket="no-sse-c", Key="after", Body=b"x", **sse_c(key))
+
+    # The configuration is authorized as s3:Put/GetEncryptionConfiguration, like every operation.
+    iam = s3_server.client("iam")
+    iam.create_user(UserName="no-encryption-config")
+    access = iam.create_access_key(UserName="no-encryption-config")["AccessKey"]
+    stranger = s3_server.client("s3", access_key=access["AccessKeyId"], secret=access["SecretAccessKey"])
+    for call in (lambda: stranger.get_bucket_encryption(Bucket="no-sse-c"),
+                 lambda: stranger.put_bucket_encryption(Bucket="no-sse-c", ServerSideEncryptionConfiguration=blocked)):
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert (http_status(excinfo), error_code(excinfo)) == (403, "AccessDenied")
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_bucket_encryption(Bucket="no-such-bucket-here")
+    assert error_code(excinfo) == "NoSuchBucket"
+
+
 def test_listing_pagination_delimiters_and_batch_delete(s3):
     s3.create_bucket(Bucket="listing")
     keys = ["a/1", "a/2", "b/1", "c", "d/e/f", "z"]
@@ -578,6 +636,11 @@ def test_virtual_hosted_style_requests(s3_server, monkeypatch):
     assert path_style.get_object(Bucket="vhost-bucket", Key="dir/obj")["Body"].read() == b"virtual"
     assert [o["Key"] for o in virtual.list_objects_v2(Bucket="vhost-bucket")["Contents"]] == ["dir/obj"]
     assert virtual.get_object(Bucket="vhost-bucket", Key="dir/obj")["Body"].read() == b"virtual"
+    virtual.put_bucket_encryption(Bucket="vhost-bucket", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+        "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]})
+    assert virtual.get_bucket_encryption(Bucket="vhost-bucket")["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "BlockedEncryptionTypes"] == {"EncryptionType": ["SSE-C"]}
     virtual.delete_object(Bucket="vhost-bucket", Key="dir/obj")
     virtual.delete_bucket(Bucket="vhost-bucket")
     assert "vhost-bucket" not in [b["Name"] for b in path_style.list_buckets()["Buckets"]]

@@ -121,30 +121,87 @@ impl Access {
     }
 }
 
+/// [`Access`] shared between s3s (every operation) and the encryption-configuration route.
+pub struct SharedAccess(pub Arc<Access>);
+
 #[async_trait::async_trait]
-impl S3Access for Access {
+impl S3Access for SharedAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let credentials = cx
+        let access_key = cx
             .credentials()
-            .ok_or_else(|| s3_error!(AccessDenied, "Anonymous access is not allowed"))?;
-        let (caller, _) = self
-            .kms
-            .credentials(&credentials.access_key)
-            .map_err(kms_internal)?
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+            .map(|credentials| credentials.access_key.clone());
         let client = cx.extensions_mut().get::<ClientInfo>().cloned();
         let slot = cx.extensions_mut().get::<AuditSlot>().cloned();
         let operation = cx.s3_op().name();
-        let ctx = RequestContext::new(
-            caller.clone(),
-            client.as_ref().map(|client| client.ip.to_string()),
-            client.is_some_and(|client| client.secure),
-        );
         let target = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } => Some((bucket.as_ref(), None)),
             S3Path::Object { bucket, key } => Some((bucket.as_ref(), Some(key.as_ref()))),
         };
+        let request = Request {
+            operation,
+            headers: cx.headers(),
+            query: cx.uri().query(),
+        };
+        let caller = self
+            .0
+            .check_request(access_key.as_deref(), client, slot, &request, target)?;
+        cx.extensions_mut().insert(Authenticated(caller));
+        Ok(())
+    }
+}
+
+impl Access {
+    /// Authenticates and authorizes a request s3s routed to a custom route (it has verified the
+    /// signature already), for `operation` on `bucket`.
+    pub fn check_route(
+        &self,
+        req: &mut s3s::S3Request<s3s::Body>,
+        operation: &str,
+        bucket: &str,
+    ) -> S3Result<()> {
+        let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let client = req.extensions.get::<ClientInfo>().cloned();
+        let slot = req.extensions.get::<AuditSlot>().cloned();
+        let request = Request {
+            operation,
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        let caller = self.check_request(
+            access_key.as_deref(),
+            client,
+            slot,
+            &request,
+            Some((bucket, None)),
+        )?;
+        req.extensions.insert(Authenticated(caller));
+        Ok(())
+    }
+
+    /// Finds the caller of `access_key`, records the call in the audit slot, and authorizes the
+    /// operation's IAM action on `target` (and, for copies, s3:GetObject on the source).
+    fn check_request(
+        &self,
+        access_key: Option<&str>,
+        client: Option<ClientInfo>,
+        slot: Option<AuditSlot>,
+        request: &Request<'_>,
+        target: Option<(&str, Option<&str>)>,
+    ) -> S3Result<Caller> {
+        let access_key =
+            access_key.ok_or_else(|| s3_error!(AccessDenied, "Anonymous access is not allowed"))?;
+        let (caller, _) = self
+            .kms
+            .credentials(access_key)
+            .map_err(kms_internal)?
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        let operation = request.operation;
+        let ctx = RequestContext::new(
+            caller.clone(),
+            client.as_ref().map(|client| client.ip.to_string()),
+            client.is_some_and(|client| client.secure),
+        );
         if let Some(slot) = &slot {
             slot.record(|call| {
                 call.operation = Some(operation.to_owned());
@@ -163,12 +220,7 @@ impl S3Access for Access {
                 }
             });
         }
-        let request = Request {
-            operation,
-            headers: cx.headers(),
-            query: cx.uri().query(),
-        };
-        self.authorize(&ctx, &request, &iam_action(operation), target)?;
+        self.authorize(&ctx, request, &iam_action(operation), target)?;
         // A copy reads its source: that needs s3:GetObject there, under the source's policy.
         if matches!(operation, "CopyObject" | "UploadPartCopy") {
             let header = request
@@ -179,11 +231,10 @@ impl S3Access for Access {
             let source = CopySource::parse(header)
                 .map_err(|_| s3_error!(InvalidArgument, "Invalid copy source object key"))?;
             if let CopySource::Bucket { bucket, key, .. } = source {
-                self.authorize(&ctx, &request, "s3:GetObject", Some((&bucket, Some(&key))))?;
+                self.authorize(&ctx, request, "s3:GetObject", Some((&bucket, Some(&key))))?;
             }
         }
-        cx.extensions_mut().insert(Authenticated(caller));
-        Ok(())
+        Ok(caller)
     }
 }
 

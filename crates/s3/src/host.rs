@@ -42,6 +42,19 @@ impl BucketDomains {
     }
 }
 
+impl BucketDomains {
+    /// The bucket a request addresses as a whole (`/BUCKET`, or `/` on a bucket's host), not
+    /// one of its objects.
+    pub fn bucket_of_request(&self, host: Option<&str>, path: &str) -> Option<String> {
+        if let Some(bucket) = host.and_then(|host| self.bucket(host)) {
+            return (path.is_empty() || path == "/").then(|| bucket.to_owned());
+        }
+        let name = path.strip_prefix('/')?;
+        let name = name.strip_suffix('/').unwrap_or(name);
+        (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+    }
+}
+
 impl S3Host for BucketDomains {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
         Ok(match self.bucket(host) {
@@ -75,5 +88,18 @@ mod tests {
         ] {
             assert_eq!(domains.bucket(path_style), None, "{path_style}");
         }
+        let request = |host, path| domains.bucket_of_request(Some(host), path);
+        assert_eq!(request("photos.localhost", "/").as_deref(), Some("photos"));
+        assert_eq!(request("photos.localhost", "/key"), None);
+        assert_eq!(
+            request("127.0.0.1:8445", "/photos").as_deref(),
+            Some("photos")
+        );
+        assert_eq!(
+            request("127.0.0.1:8445", "/photos/").as_deref(),
+            Some("photos")
+        );
+        assert_eq!(request("127.0.0.1:8445", "/photos/key"), None);
+        assert_eq!(request("127.0.0.1:8445", "/"), None);
     }
 }

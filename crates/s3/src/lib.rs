@@ -20,6 +20,7 @@ pub mod audit;
 pub mod blobs;
 pub mod bucket_keys;
 pub mod bucket_policy;
+pub mod encryption_config;
 pub mod host;
 pub mod meta;
 mod seal;
@@ -55,8 +56,15 @@ pub fn embedded_service(
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
     let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);
-    builder.set_host(host::BucketDomains::new(domains));
+    let domains = host::BucketDomains::new(domains);
+    let access = Arc::new(access::Access::new(kms.clone(), Arc::clone(&index)));
+    builder.set_host(domains.clone());
     builder.set_auth(access::Auth::new(Arc::clone(&kms)));
-    builder.set_access(access::Access::new(kms, index));
+    builder.set_route(encryption_config::EncryptionConfigRoute::new(
+        domains,
+        Arc::clone(&access),
+        Arc::clone(&index),
+    ));
+    builder.set_access(access::SharedAccess(access));
     Ok(builder.build())
 }

@@ -56,6 +56,19 @@ pub struct BucketEncryption {
     pub algorithm: String,
     pub kms_key_id: Option<String>,
     pub bucket_key_enabled: bool,
+    /// Encryption types new objects may not use (only `SSE-C` exists), from
+    /// `BlockedEncryptionTypes`.
+    #[serde(default)]
+    pub blocked_encryption_types: Vec<String>,
+}
+
+impl BucketEncryption {
+    /// Whether writes that ask for SSE-C are refused.
+    pub fn blocks_sse_c(&self) -> bool {
+        self.blocked_encryption_types
+            .iter()
+            .any(|kind| kind == crate::encryption_config::SSE_C)
+    }
 }
 
 /// How an object's data key is protected.

@@ -55,7 +55,7 @@ use crate::meta::{
     ObjectRecord, PartRecord, StreamRecord, UploadRecord,
 };
 use crate::seal::{OpenStream, SealedBody, md5_hex, read_range, seal_body};
-use crate::sse::{AES256, AWS_KMS, CustomerHeaders, CustomerKey, DataKeys, Requested, SseHeaders};
+use crate::sse::{AES256, CustomerHeaders, CustomerKey, DataKeys, Requested, SseHeaders};
 
 /// AWS's multipart limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits").
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -126,11 +126,15 @@ impl ObjectService {
         bucket: &BucketRecord,
         ctx: &RequestContext,
     ) -> S3Result<Requested> {
-        headers.resolve(
+        let requested = headers.resolve(
             bucket.encryption.as_ref(),
             ctx.secure_transport,
             self.settings.allow_sse_c_over_http,
-        )
+        )?;
+        if matches!(requested, Requested::Customer(_)) {
+            refuse_blocked_sse_c(bucket)?;
+        }
+        Ok(requested)
     }
 
     fn delete_blobs(&self, streams: &[StreamRecord]) {
@@ -275,76 +279,6 @@ impl S3 for ObjectService {
             .then(|| BucketLocationConstraint::from(self.region().to_owned()));
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint,
-        }))
-    }
-
-    async fn put_bucket_encryption(
-        &self,
-        req: S3Request<PutBucketEncryptionInput>,
-    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
-        let input = req.input;
-        let mut bucket = self.bucket(&input.bucket)?;
-        let rules = input.server_side_encryption_configuration.rules;
-        let [rule] = rules.as_slice() else {
-            return Err(s3_error!(
-                MalformedXML,
-                "exactly one encryption rule is required"
-            ));
-        };
-        let Some(default) = &rule.apply_server_side_encryption_by_default else {
-            return Err(s3_error!(
-                MalformedXML,
-                "ApplyServerSideEncryptionByDefault is required"
-            ));
-        };
-        let algorithm = default.sse_algorithm.as_str();
-        match algorithm {
-            AES256 if default.kms_master_key_id.is_some() => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "a KMSMasterKeyID is not applicable if the default sse algorithm is not aws:kms"
-                ));
-            }
-            AES256 | AWS_KMS => {}
-            other => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "The encryption algorithm {} is not supported",
-                    other
-                ));
-            }
-        }
-        bucket.encryption = Some(BucketEncryption {
-            algorithm: algorithm.to_owned(),
-            kms_key_id: default.kms_master_key_id.clone(),
-            bucket_key_enabled: rule.bucket_key_enabled.unwrap_or(false),
-        });
-        tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
-        Ok(S3Response::new(PutBucketEncryptionOutput::default()))
-    }
-
-    async fn get_bucket_encryption(
-        &self,
-        req: S3Request<GetBucketEncryptionInput>,
-    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-        let bucket = self.bucket(&req.input.bucket)?;
-        // Every bucket has default encryption since 2023: SSE-S3 unless configured otherwise.
-        let encryption = bucket.encryption.unwrap_or(BucketEncryption {
-            algorithm: AES256.into(),
-            kms_key_id: None,
-            bucket_key_enabled: false,
-        });
-        let rule = ServerSideEncryptionRule {
-            apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
-                kms_master_key_id: encryption.kms_key_id,
-                sse_algorithm: ServerSideEncryption::from(encryption.algorithm),
-            }),
-            bucket_key_enabled: Some(encryption.bucket_key_enabled),
-        };
-        Ok(S3Response::new(GetBucketEncryptionOutput {
-            server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
-                rules: vec![rule],
-            }),
         }))
     }
 
@@ -1041,6 +975,9 @@ impl ObjectService {
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
         let customer = customer_key_of!(self, input, &ctx)?;
+        if customer.is_some() {
+            refuse_blocked_sse_c(&self.bucket(&input.bucket)?)?;
+        }
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self
             .keys
@@ -1283,6 +1220,22 @@ fn customer_headers<'a>(
         key: key.as_deref(),
         key_md5: key_md5.as_deref(),
     }
+}
+
+/// A bucket whose encryption configuration blocks SSE-C refuses writes that ask for it (S3
+/// answers 403 AccessDenied); SSE-C objects already there stay readable.
+fn refuse_blocked_sse_c(bucket: &BucketRecord) -> S3Result<()> {
+    if bucket
+        .encryption
+        .as_ref()
+        .is_some_and(BucketEncryption::blocks_sse_c)
+    {
+        return Err(s3_error!(
+            AccessDenied,
+            "Requests specifying Server Side Encryption with Customer provided keys are blocked for this bucket"
+        ));
+    }
+    Ok(())
 }
 
 fn sse_headers<'a>(
