@@ -206,17 +206,10 @@ fn kms_key_arn(key: &EncryptedDataKey) -> Option<&str> {
 }
 
 /// Encrypts under one KMS key and decrypts only encrypted data keys of that key.
+#[derive(Debug)]
 pub struct KmsKeyring {
     key_id: String,
     kms: Arc<KmsClient>,
-}
-
-impl std::fmt::Debug for KmsKeyring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsKeyring")
-            .field("key_id", &self.key_id)
-            .finish()
-    }
 }
 
 impl KmsKeyring {
@@ -328,17 +321,10 @@ pub struct DiscoveryFilter {
 
 /// Decrypts with whichever KMS key the message names (optionally only keys of given accounts);
 /// it cannot encrypt, since it has no key of its own.
+#[derive(Debug)]
 pub struct KmsDiscoveryKeyring {
     filter: Option<DiscoveryFilter>,
     kms: Arc<KmsClient>,
-}
-
-impl std::fmt::Debug for KmsDiscoveryKeyring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsDiscoveryKeyring")
-            .field("filter", &self.filter)
-            .finish()
-    }
 }
 
 impl KmsDiscoveryKeyring {
