@@ -78,14 +78,9 @@ const IO_BUFFER: usize = 1 << 20;
 
 pub fn encrypt(args: &EncryptArgs) -> Result<(), Failure> {
     let context = parse_context(&args.context)?;
-    if context
-        .keys()
-        .any(|key| key.starts_with(atrest_client::context::RESERVED_PREFIX))
-    {
-        return Err(Failure::usage(
-            "context keys starting with aws-crypto- are reserved",
-        ));
-    }
+    // Checked before any key service is contacted; a bad context is a usage error.
+    atrest_client::context::check_caller_context(&context)
+        .map_err(|error| Failure::usage(error.to_string()))?;
     let keyring = build_keyring(&args.keys, false)?;
     let suite = match args.suite.as_str() {
         "0x0478" | "0478" => AlgorithmSuite::AesGcmCommitKey,

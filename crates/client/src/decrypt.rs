@@ -258,10 +258,12 @@ impl<R: MessageSource> Decryptor<R> {
                     self.header.frame_length
                 )));
             }
-            (prefix[..IV_LEN].to_vec(), len as usize)
+            let mut iv = [0u8; IV_LEN];
+            iv.copy_from_slice(&prefix[..IV_LEN]);
+            (iv, len as usize)
         } else {
             let iv = self.read_array::<IV_LEN>("frame IV")?;
-            (iv.to_vec(), self.header.frame_length as usize)
+            (iv, self.header.frame_length as usize)
         };
         check_iv(&iv, sequence)?;
         let kind = if is_final {

@@ -50,6 +50,13 @@ pub trait Keyring: Send + Sync {
     ) -> Result<()>;
 }
 
+/// The failure of a raw keyring that opened none of the message's keys.
+pub(crate) fn none_opened(kind: &str, namespace: &str, name: &str) -> crate::Error {
+    crate::Error::NoDecryptableKey(format!(
+        " (raw {kind} key {namespace:?}/{name:?} opened none)"
+    ))
+}
+
 /// A fresh random data key for the suite.
 pub(crate) fn generate_data_key() -> SecretBytes {
     atrest_crypto::random::secret_bytes(crate::keys::DATA_KEY_LEN)

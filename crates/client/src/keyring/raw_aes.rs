@@ -5,7 +5,7 @@
 use atrest_crypto::SecretBytes;
 use aws_lc_rs::aead::{AES_128_GCM, AES_192_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use super::{DecryptionMaterials, EncryptionMaterials, Keyring, generate_data_key};
+use super::{DecryptionMaterials, EncryptionMaterials, Keyring, generate_data_key, none_opened};
 use crate::context;
 use crate::error::{Error, Result};
 use crate::header::{EncryptedDataKey, IV_LEN, TAG_LEN};
@@ -123,9 +123,6 @@ impl Keyring for RawAesKeyring {
                 return Ok(());
             }
         }
-        Err(Error::NoDecryptableKey(format!(
-            " (raw AES key {:?}/{:?} opened none)",
-            self.namespace, self.name
-        )))
+        Err(none_opened("AES", &self.namespace, &self.name))
     }
 }

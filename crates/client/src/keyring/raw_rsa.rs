@@ -10,7 +10,7 @@ use aws_lc_rs::rsa::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 
-use super::{DecryptionMaterials, EncryptionMaterials, Keyring, generate_data_key};
+use super::{DecryptionMaterials, EncryptionMaterials, Keyring, generate_data_key, none_opened};
 use crate::error::{Error, Result};
 use crate::header::EncryptedDataKey;
 
@@ -118,9 +118,6 @@ impl Keyring for RawRsaKeyring {
                 return Ok(());
             }
         }
-        Err(Error::NoDecryptableKey(format!(
-            " (raw RSA key {:?}/{:?} opened none)",
-            self.namespace, self.name
-        )))
+        Err(none_opened("RSA", &self.namespace, &self.name))
     }
 }
