@@ -41,6 +41,7 @@ class Server:
     def __init__(self, *extra_args, tls=False):
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.port = free_port()
+        self.nbd_port = free_port()
         self.extra_args = extra_args
         self.ca_bundle = None
         if tls:
@@ -65,7 +66,8 @@ class Server:
         env.pop("ATREST_HSM_PASSPHRASE", None)
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
         self.process = subprocess.Popen(
-            [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}", *extra_args],
+            [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
+             "--nbd-listen", f"127.0.0.1:{self.nbd_port}", *extra_args],
             env=env,
             stdout=self.log,
             stderr=self.log,

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// The address `atrest serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8445";
+/// The NBD port: 10809 is the port IANA assigned to NBD, and the default of every NBD client.
+pub const DEFAULT_NBD_LISTEN: &str = "127.0.0.1:10809";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -170,6 +172,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Address the NBD server listens on; it exports each attached volume by its volume id.
+    #[arg(long, default_value = DEFAULT_NBD_LISTEN)]
+    pub nbd_listen: SocketAddr,
     /// Seconds between checks for due key rotations and deletions.
     #[arg(long, default_value_t = 60)]
     pub maintenance_interval_secs: u64,

@@ -106,9 +106,22 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         };
         let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings, args.s3_domains.clone())
             .map_err(CliError::Config)?;
-        let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3));
+        let volumes = Arc::new(
+            atrest_volume::Volumes::open(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir)
+                .map_err(|error| CliError::Config(format!("opening the volume store: {error}")))?,
+        );
+        let nbd_listener = tokio::net::TcpListener::bind(args.nbd_listen)
+            .await
+            .map_err(|error| CliError::Config(format!("cannot listen for NBD on {}: {error}", args.nbd_listen)))?;
+        let exports: Arc<dyn atrest_volume::nbd::Exports> = volumes.clone();
+        tokio::spawn(async move {
+            if let Err(error) = atrest_volume::nbd::serve(nbd_listener, exports, std::future::pending()).await {
+                tracing::error!(%error, "the NBD server stopped");
+            }
+        });
+        let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3).with_volumes(volumes));
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(listen = %args.listen, scheme, data_dir = %args.data.data_dir.display(), "atrest is serving");
+        tracing::info!(listen = %args.listen, nbd = %args.nbd_listen, scheme, data_dir = %args.data.data_dir.display(), "atrest is serving");
         atrest_server::serve(listener, state, tls, shutdown_signal())
             .await
             .map_err(|error| CliError::Config(format!("server failed: {error}")))?;

@@ -52,6 +52,34 @@ pub enum KmsError {
 }
 
 impl KmsError {
+    /// The AWS KMS error type this variant is on the wire (`__type`); services that call the
+    /// KMS on a caller's behalf (EBS, S3) report KMS failures under these names too.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            KmsError::Disabled(_) => "DisabledException",
+            KmsError::IncorrectKey(_) => "IncorrectKeyException",
+            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
+            KmsError::InvalidArn(_) => "InvalidArnException",
+            KmsError::InvalidCiphertext => "InvalidCiphertextException",
+            KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            KmsError::InvalidMarker(_) => "InvalidMarkerException",
+            KmsError::InvalidState(_) => "KMSInvalidStateException",
+            KmsError::InvalidMac(_) => "KMSInvalidMacException",
+            KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",
+            KmsError::Internal(_) => "KMSInternalException",
+            KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::NotFound(_) => "NotFoundException",
+            KmsError::Tag(_) => "TagException",
+            KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
+            KmsError::Validation(_) => "ValidationException",
+        }
+    }
+
     /// An AWS-shaped validation message for one field.
     pub fn validation(field: &str, value: impl std::fmt::Display, constraint: &str) -> Self {
         KmsError::Validation(format!(

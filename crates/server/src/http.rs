@@ -219,7 +219,7 @@ async fn kms_request(
     }
 }
 
-/// IAM and STS: the service is the one the request was signed for.
+/// IAM, STS and EC2: the service is the one the request was signed for.
 async fn query_request(
     state: &Arc<AppState>,
     client: Client,
@@ -228,29 +228,24 @@ async fn query_request(
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let service = audit::signed_scope(&parts).map(|(_, service)| service);
-    let namespace = if service.as_deref() == Some("sts") {
-        xml::STS_NAMESPACE
-    } else {
-        xml::IAM_NAMESPACE
-    };
-    let source = if service.as_deref() == Some("sts") {
-        "sts.amazonaws.com"
-    } else {
-        "iam.amazonaws.com"
+    let (namespace, source) = match service.as_deref() {
+        Some("sts") => (xml::STS_NAMESPACE, "sts.amazonaws.com"),
+        Some("ec2") => (xml::EC2_NAMESPACE, "ec2.amazonaws.com"),
+        _ => (xml::IAM_NAMESPACE, "iam.amazonaws.com"),
     };
     let mut record = audit::start(source, "", &parts, client.peer, request_id);
     let body = match Limited::new(body, route::KMS_BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             let error = QueryError {
-                code: "RequestEntityTooLarge",
+                code: "RequestEntityTooLarge".into(),
                 status: 413,
                 message: "Request body too large".into(),
             };
             return audited(
                 state,
                 record,
-                Some(error.code),
+                Some(&error.code),
                 query_error(&error, namespace, request_id),
             )
             .await;
@@ -261,11 +256,12 @@ async fn query_request(
     let run = || -> (Result<String, QueryError>, Option<RequestContext>) {
         let service = match service.as_deref() {
             Some(service @ ("iam" | "sts")) => service,
+            Some("ec2") if state.volumes.is_some() => "ec2",
             Some(other) => {
                 let message = format!("atrest does not serve the {other} Query API");
                 return (
                     Err(QueryError {
-                        code: "InvalidAction",
+                        code: "InvalidAction".into(),
                         status: 400,
                         message,
                     }),
@@ -279,14 +275,14 @@ async fn query_request(
             Err(error) => return (Err(error.into()), None),
         };
         let ctx = RequestContext::new(caller, Some(client.peer.ip().to_string()), client.secure);
-        let result = if service == "sts" {
-            query::sts::dispatch(&state.kms, &ctx, &params, request_id)
-        } else {
-            query::iam::dispatch(&state.kms, &ctx, &params, request_id)
+        let result = match (service, &state.volumes) {
+            ("sts", _) => query::sts::dispatch(&state.kms, &ctx, &params, request_id),
+            ("ec2", Some(volumes)) => query::ec2::dispatch(volumes, &ctx, &params, request_id),
+            _ => query::iam::dispatch(&state.kms, &ctx, &params, request_id),
         };
         (result, Some(ctx))
     };
-    // IAM writes wait for an fsync.
+    // IAM writes wait for an fsync; EC2 calls copy and fsync volume files.
     let (result, ctx) = tokio::task::block_in_place(run);
     if let Some(ctx) = &ctx {
         audit::add_context(&mut record, ctx);
@@ -294,11 +290,11 @@ async fn query_request(
     match result {
         Ok(body) => audited(state, record, None, xml_response(StatusCode::OK, body)).await,
         Err(error) => {
-            let code = error.code;
+            let code = error.code.clone();
             audited(
                 state,
                 record,
-                Some(code),
+                Some(&code),
                 query_error(&error, namespace, request_id),
             )
             .await

@@ -29,6 +29,8 @@ pub struct AppState {
     credentials: auth::CredentialCache,
     /// The S3 API; `None` serves S3 clients a NotImplemented error.
     s3: Option<s3s::service::S3Service>,
+    /// The EC2 volume API; `None` answers EC2 clients InvalidAction.
+    volumes: Option<Arc<atrest_volume::Volumes>>,
 }
 
 impl AppState {
@@ -39,7 +41,14 @@ impl AppState {
             audit,
             credentials: auth::CredentialCache::default(),
             s3: None,
+            volumes: None,
         }
+    }
+
+    /// Serves the EC2 volume API with `volumes`.
+    pub fn with_volumes(mut self, volumes: Arc<atrest_volume::Volumes>) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     /// Serves the S3 API with `service`.

@@ -16,6 +16,7 @@ pub fn start_atrest(data_dir: &Path, port: u16, extra_args: &[&str]) -> Child {
         .args(["serve", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--nbd-listen", &format!("127.0.0.1:{}", free_port())])
         .args(extra_args)
         .env("ATREST_ROOT_ACCESS_KEY_ID", ACCESS_KEY)
         .env("ATREST_ROOT_SECRET_ACCESS_KEY", SECRET)

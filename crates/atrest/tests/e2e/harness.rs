@@ -72,6 +72,8 @@ impl Server {
                 &format!("127.0.0.1:{}", self.port),
                 "--maintenance-interval-secs",
                 "1",
+                "--nbd-listen",
+                &format!("127.0.0.1:{}", free_port()),
             ])
             .args(&self.args)
             .env("ATREST_ROOT_ACCESS_KEY_ID", ROOT_ACCESS_KEY)

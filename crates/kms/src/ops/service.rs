@@ -20,9 +20,20 @@ const OWNED_PREFIX: &str = "owned/";
 const OWNED_KEY_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Owned by an atrest service","Effect":"Deny","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#;
 
 impl Kms {
-    /// The id of `alias/aws/<service>`, created on first use.
+    /// The id of `alias/aws/<service>`, created on first use, usable through `<service>`.
     pub fn aws_managed_key(&self, service: &str) -> Result<String, KmsError> {
-        let via = format!("{service}.{}.amazonaws.com", self.region);
+        self.aws_managed_key_via(service, service)
+    }
+
+    /// The id of `alias/aws/<alias_service>`, usable through `<via_service>.<region>`: EBS's
+    /// key is `alias/aws/ebs`, and EC2 is the service that uses it.
+    pub fn aws_managed_key_via(
+        &self,
+        alias_service: &str,
+        via_service: &str,
+    ) -> Result<String, KmsError> {
+        let service = alias_service;
+        let via = format!("{via_service}.{}.amazonaws.com", self.region);
         let policy = aws_managed_policy(&self.account, &via);
         let description = format!(
             "Default key that protects my {} objects when no other key is defined",
@@ -102,7 +113,7 @@ impl Kms {
 fn aws_managed_policy(account: &str, via_service: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
-        "Id": "auto-s3-2",
+        "Id": format!("auto-{}-2", via_service.split('.').next().unwrap_or_default()),
         "Statement": [
             {
                 "Sid": "Allow access through the service for all principals in the account that are authorized to use it",

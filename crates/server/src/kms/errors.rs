@@ -66,30 +66,7 @@ impl WireError {
 
 impl From<KmsError> for WireError {
     fn from(error: KmsError) -> Self {
-        let type_name = match &error {
-            KmsError::AccessDenied(_) => "AccessDeniedException",
-            KmsError::AlreadyExists(_) => "AlreadyExistsException",
-            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
-            KmsError::Disabled(_) => "DisabledException",
-            KmsError::IncorrectKey(_) => "IncorrectKeyException",
-            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
-            KmsError::InvalidArn(_) => "InvalidArnException",
-            KmsError::InvalidCiphertext => "InvalidCiphertextException",
-            KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
-            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
-            KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
-            KmsError::InvalidMarker(_) => "InvalidMarkerException",
-            KmsError::InvalidState(_) => "KMSInvalidStateException",
-            KmsError::InvalidMac(_) => "KMSInvalidMacException",
-            KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",
-            KmsError::Internal(_) => "KMSInternalException",
-            KmsError::LimitExceeded(_) => "LimitExceededException",
-            KmsError::NotFound(_) => "NotFoundException",
-            KmsError::Tag(_) => "TagException",
-            KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
-            KmsError::Validation(_) => "ValidationException",
-            _ => "KMSInternalException",
-        };
+        let type_name = error.type_name();
         let status = if type_name == "KMSInternalException" {
             500
         } else {

@@ -1,6 +1,7 @@
 //! The AWS Query protocol (IAM and STS): parameters form-encoded in the body (or the query
 //! string), `Action=<Operation>`, XML responses, and XML errors in an `ErrorResponse`.
 
+pub mod ec2;
 pub mod iam;
 pub mod sts;
 pub mod xml;
@@ -25,6 +26,13 @@ impl Params {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
+    }
+
+    /// A Query-protocol list: `NAME.1`, `NAME.2`, ... up to the first missing index.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        (1..)
+            .map_while(|n| self.get(&format!("{name}.{n}")).map(str::to_owned))
+            .collect()
     }
 
     /// The parameters as a JSON object, for the audit record.

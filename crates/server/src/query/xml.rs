@@ -7,6 +7,7 @@ use crate::auth::AuthError;
 
 pub const IAM_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 pub const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+pub const EC2_NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
 /// `<ActionResponse xmlns=...><ActionResult>inner</ActionResult><ResponseMetadata>...`;
 /// operations without a result pass `None`.
@@ -43,7 +44,7 @@ pub fn escape(text: &str) -> String {
 /// A Query-protocol error: code, HTTP status, message.
 #[derive(Debug)]
 pub struct QueryError {
-    pub code: &'static str,
+    pub code: String,
     pub status: u16,
     pub message: String,
 }
@@ -51,7 +52,7 @@ pub struct QueryError {
 impl QueryError {
     pub fn validation(message: String) -> Self {
         Self {
-            code: "ValidationError",
+            code: "ValidationError".into(),
             status: 400,
             message,
         }
@@ -59,13 +60,23 @@ impl QueryError {
 
     pub fn invalid_action(action: &str) -> Self {
         Self {
-            code: "InvalidAction",
+            code: "InvalidAction".into(),
             status: 400,
             message: format!("Could not find operation {action} for version 2010-05-08"),
         }
     }
 
     pub fn body(&self, namespace: &str, request_id: &str) -> String {
+        if namespace == EC2_NAMESPACE {
+            // EC2's own error envelope (EC2 API Reference, "Error codes"): no namespace, the
+            // errors in a list, `RequestID` spelled so.
+            return format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code>\
+                 <Message>{}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>\n",
+                escape(&self.code),
+                escape(&self.message)
+            );
+        }
         let kind = if self.status >= 500 {
             "Receiver"
         } else {
@@ -74,7 +85,7 @@ impl QueryError {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{namespace}\"><Error><Type>{kind}</Type>\
              <Code>{}</Code><Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>\n",
-            self.code,
+            escape(&self.code),
             escape(&self.message)
         )
     }
@@ -96,7 +107,7 @@ impl From<IamError> for QueryError {
             tracing::error!(%error, "IAM internal error");
         }
         Self {
-            code,
+            code: code.into(),
             status,
             message: error.to_string(),
         }
@@ -107,29 +118,29 @@ impl From<AuthError> for QueryError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Missing => Self {
-                code: "MissingAuthenticationToken",
+                code: "MissingAuthenticationToken".into(),
                 status: 403,
                 message: "Request is missing Authentication Token".into(),
             },
             AuthError::Incomplete(message) => Self {
-                code: "IncompleteSignature",
+                code: "IncompleteSignature".into(),
                 status: 400,
                 message,
             },
             AuthError::UnknownAccessKey => Self {
-                code: "InvalidClientTokenId",
+                code: "InvalidClientTokenId".into(),
                 status: 403,
                 message: "The security token included in the request is invalid.".into(),
             },
             AuthError::InvalidSignature(message) => Self {
-                code: "SignatureDoesNotMatch",
+                code: "SignatureDoesNotMatch".into(),
                 status: 403,
                 message,
             },
             AuthError::Internal(message) => {
                 tracing::error!(%message, "authentication failed internally");
                 Self {
-                    code: "ServiceFailure",
+                    code: "ServiceFailure".into(),
                     status: 500,
                     message: "internal error".into(),
                 }

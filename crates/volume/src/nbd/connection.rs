@@ -1,0 +1,250 @@
+//! One NBD client, from handshake to disconnect, over blocking I/O. Requests on a connection
+//! are served in order; clients get parallelism from several connections (the export
+//! advertises CAN_MULTI_CONN).
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use super::proto::*;
+use crate::disk::{Disk, DiskError};
+
+/// What the NBD server exports: attached volumes, by volume id.
+pub trait Exports: Send + Sync {
+    fn export(&self, name: &str) -> Option<Arc<Disk>>;
+    fn export_names(&self) -> Vec<String>;
+}
+
+const TRANSMISSION_FLAGS: u16 = TFLAG_HAS_FLAGS
+    | TFLAG_SEND_FLUSH
+    | TFLAG_SEND_FUA
+    | TFLAG_SEND_TRIM
+    | TFLAG_SEND_WRITE_ZEROES
+    | TFLAG_CAN_MULTI_CONN;
+
+/// Serves one client until it disconnects or breaks the protocol. `reader` and `writer` are
+/// the two halves of one stream.
+pub fn serve(reader: impl Read, writer: impl Write, exports: &dyn Exports) -> io::Result<()> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+    let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
+    let Some(disk) = negotiate(&mut reader, &mut writer, exports)? else {
+        return Ok(());
+    };
+    transmit(&mut reader, &mut writer, &disk)
+}
+
+/// The option haggling phase; returns the export the client chose, or `None` if it aborted.
+fn negotiate(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    exports: &dyn Exports,
+) -> io::Result<Option<Arc<Disk>>> {
+    writer.write_all(&NBDMAGIC.to_be_bytes())?;
+    writer.write_all(&IHAVEOPT.to_be_bytes())?;
+    writer.write_all(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes())?;
+    writer.flush()?;
+    let client_flags = read_u32(reader)?;
+    if client_flags & !CLIENT_FLAGS_KNOWN != 0 {
+        return Err(protocol_error("client sent unknown handshake flags"));
+    }
+    let no_zeroes = client_flags & u32::from(FLAG_NO_ZEROES) != 0;
+    loop {
+        if read_u64(reader)? != IHAVEOPT {
+            return Err(protocol_error("option without IHAVEOPT"));
+        }
+        let option = read_u32(reader)?;
+        let length = read_u32(reader)?;
+        if length > MAX_OPTION_LEN {
+            // The data cannot be skipped safely without reading it all; refuse and hang up.
+            send(
+                writer,
+                &option_reply(option, REP_ERR_TOO_BIG, b"option data too large"),
+            )?;
+            return Err(protocol_error("option data too large"));
+        }
+        let mut data = vec![0u8; length as usize];
+        reader.read_exact(&mut data)?;
+        match option {
+            OPT_EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&data);
+                // The old-style option has no error reply: an unknown export ends the session.
+                let Some(disk) = exports.export(&name) else {
+                    return Ok(None);
+                };
+                writer.write_all(&disk.size().to_be_bytes())?;
+                writer.write_all(&TRANSMISSION_FLAGS.to_be_bytes())?;
+                if !no_zeroes {
+                    writer.write_all(&[0u8; 124])?;
+                }
+                writer.flush()?;
+                return Ok(Some(disk));
+            }
+            OPT_ABORT => {
+                send(writer, &option_reply(option, REP_ACK, &[]))?;
+                return Ok(None);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    send(
+                        writer,
+                        &option_reply(option, REP_ERR_INVALID, b"LIST takes no data"),
+                    )?;
+                    continue;
+                }
+                for name in exports.export_names() {
+                    let mut entry = (name.len() as u32).to_be_bytes().to_vec();
+                    entry.extend_from_slice(name.as_bytes());
+                    writer.write_all(&option_reply(option, REP_SERVER, &entry))?;
+                }
+                send(writer, &option_reply(option, REP_ACK, &[]))?;
+            }
+            OPT_INFO | OPT_GO => {
+                let Some(request) = InfoRequest::parse(&data) else {
+                    send(
+                        writer,
+                        &option_reply(option, REP_ERR_INVALID, b"malformed INFO/GO request"),
+                    )?;
+                    continue;
+                };
+                let Some(disk) = exports.export(&request.name) else {
+                    let message = format!("no attached volume is named '{}'", request.name);
+                    send(
+                        writer,
+                        &option_reply(option, REP_ERR_UNKNOWN, message.as_bytes()),
+                    )?;
+                    continue;
+                };
+                write_info(writer, option, &request, &disk)?;
+                send(writer, &option_reply(option, REP_ACK, &[]))?;
+                if option == OPT_GO {
+                    return Ok(Some(disk));
+                }
+            }
+            _ => {
+                let message = format!("option {option} is not supported");
+                send(
+                    writer,
+                    &option_reply(option, REP_ERR_UNSUP, message.as_bytes()),
+                )?;
+            }
+        }
+    }
+}
+
+fn write_info(
+    writer: &mut impl Write,
+    option: u32,
+    request: &InfoRequest,
+    disk: &Disk,
+) -> io::Result<()> {
+    let mut export = INFO_EXPORT.to_be_bytes().to_vec();
+    export.extend_from_slice(&disk.size().to_be_bytes());
+    export.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+    writer.write_all(&option_reply(option, REP_INFO, &export))?;
+    let mut block = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+    for size in [MIN_BLOCK, PREFERRED_BLOCK, MAX_PAYLOAD] {
+        block.extend_from_slice(&size.to_be_bytes());
+    }
+    writer.write_all(&option_reply(option, REP_INFO, &block))?;
+    for &kind in &request.requested {
+        let text = match kind {
+            INFO_NAME => request.name.as_str(),
+            INFO_DESCRIPTION => "atrest encrypted volume (AES-256-XTS)",
+            _ => continue,
+        };
+        let mut info = kind.to_be_bytes().to_vec();
+        info.extend_from_slice(text.as_bytes());
+        writer.write_all(&option_reply(option, REP_INFO, &info))?;
+    }
+    Ok(())
+}
+
+fn transmit(reader: &mut impl Read, writer: &mut impl Write, disk: &Disk) -> io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut header = [0u8; Request::LEN];
+    loop {
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        let request =
+            Request::parse(&header).ok_or_else(|| protocol_error("request with a bad magic"))?;
+        let durable = request.flags & CMD_FLAG_FUA != 0;
+        let length = u64::from(request.length);
+        let result = match request.command {
+            CMD_READ => {
+                if request.length > MAX_PAYLOAD {
+                    reply(writer, EINVAL, request.cookie)?;
+                    continue;
+                }
+                buffer.resize(request.length as usize, 0);
+                match disk.read(request.offset, &mut buffer) {
+                    Ok(()) => {
+                        writer.write_all(&simple_reply(0, request.cookie))?;
+                        writer.write_all(&buffer)?;
+                        writer.flush()?;
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            CMD_WRITE => {
+                if request.length > MAX_PAYLOAD {
+                    io::copy(&mut reader.take(length), &mut io::sink())?;
+                    reply(writer, EINVAL, request.cookie)?;
+                    continue;
+                }
+                buffer.resize(request.length as usize, 0);
+                reader.read_exact(&mut buffer)?;
+                disk.write(request.offset, &mut buffer, durable)
+            }
+            CMD_DISC => return writer.flush(),
+            CMD_FLUSH => disk.flush(),
+            CMD_TRIM | CMD_WRITE_ZEROES => disk.zero(request.offset, length, durable),
+            _ => {
+                reply(writer, EINVAL, request.cookie)?;
+                continue;
+            }
+        };
+        let error = match &result {
+            Ok(()) => 0,
+            Err(DiskError::OutOfRange { .. }) if request.command == CMD_READ => EINVAL,
+            Err(DiskError::OutOfRange { .. }) if request.command == CMD_TRIM => EINVAL,
+            Err(DiskError::OutOfRange { .. }) => ENOSPC,
+            Err(DiskError::Detached) => ESHUTDOWN,
+            Err(DiskError::Io(io_error)) => {
+                tracing::error!(error = %io_error, "volume I/O failed");
+                EIO
+            }
+        };
+        reply(writer, error, request.cookie)?;
+        if error == ESHUTDOWN {
+            return Ok(());
+        }
+    }
+}
+
+fn reply(writer: &mut impl Write, error: u32, cookie: u64) -> io::Result<()> {
+    send(writer, &simple_reply(error, cookie))
+}
+
+fn send(writer: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    writer.write_all(bytes)?;
+    writer.flush()
+}
+
+fn read_u32(reader: &mut impl Read) -> io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    reader.read_exact(&mut bytes)?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+fn read_u64(reader: &mut impl Read) -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    reader.read_exact(&mut bytes)?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn protocol_error(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
