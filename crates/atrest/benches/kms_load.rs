@@ -17,16 +17,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use atrest_sigv4::{
-    Authorization, RequestParts, UriEncoding, format_amz_date, sha256_hex, signature,
-};
 use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use support::{ACCESS_KEY, SECRET, env_or, free_port, start_atrest};
+use support::{env_or, free_port, start_atrest};
 
 fn main() {
     let seconds: u64 = env_or("ATREST_BENCH_SECONDS", 5);
@@ -232,53 +229,8 @@ fn health_request() -> Vec<u8> {
 
 /// A complete SigV4-signed KMS request, as aws-sdk-kms would send it.
 fn signed_request(operation: &str, body: &str) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let amz_date = format_amz_date(now);
     let target = format!("TrentService.{operation}");
-    let headers = vec![
-        (
-            "content-type".to_owned(),
-            "application/x-amz-json-1.1".to_owned(),
-        ),
-        ("host".to_owned(), "127.0.0.1".to_owned()),
-        ("x-amz-date".to_owned(), amz_date.clone()),
-        ("x-amz-target".to_owned(), target.clone()),
-    ];
-    let signed_headers = headers
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    let auth = Authorization {
-        access_key_id: ACCESS_KEY,
-        date: &amz_date[..8],
-        region: "us-east-1",
-        service: "kms",
-        signed_headers: &signed_headers,
-        signature: [0; 32],
-        malformed_signature: false,
-    };
-    let payload_hash = sha256_hex(body.as_bytes());
-    let parts = RequestParts {
-        method: "POST",
-        raw_path: "/",
-        raw_query: "",
-        headers: &headers,
-        payload_hash: &payload_hash,
-        uri_encoding: UriEncoding::Double,
-    };
-    let signature = hex::encode(signature(&parts, &auth, &amz_date, SECRET.as_bytes()));
-    format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Date: {amz_date}\r\n\
-         X-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{}/us-east-1/kms/aws4_request, \
-         SignedHeaders={}, Signature={signature}\r\nContent-Length: {}\r\n\r\n{body}",
-        &amz_date[..8],
-        auth.signed_headers,
-        body.len()
-    )
-    .into_bytes()
+    support::signed_post("kms", "application/x-amz-json-1.1", Some(&target), body)
 }
 
 async fn call(port: u16, operation: &str, body: &str) -> Result<String, String> {

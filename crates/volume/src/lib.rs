@@ -18,6 +18,7 @@ mod store;
 pub use disk::{Disk, DiskError};
 pub use error::Ec2Error;
 pub use filter::Filter;
+pub use gate::WriteGate;
 pub use sector::{SECTOR_SIZE, SectorCipher, VOLUME_KEY_LEN};
 pub use service::{NewVolume, Page, Volumes};
 pub use store::{Attachment, SnapshotRecord, SnapshotState, VolumeRecord, VolumeState};

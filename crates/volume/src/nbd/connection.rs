@@ -171,9 +171,13 @@ fn transmit(reader: &mut impl Read, writer: &mut impl Write, disk: &Disk) -> io:
             Request::parse(&header).ok_or_else(|| protocol_error("request with a bad magic"))?;
         let durable = request.flags & CMD_FLAG_FUA != 0;
         let length = u64::from(request.length);
+        let in_range = request
+            .offset
+            .checked_add(length)
+            .is_some_and(|end| end <= disk.size());
         let result = match request.command {
             CMD_READ => {
-                if request.length > MAX_PAYLOAD {
+                if request.length > MAX_PAYLOAD || !in_range {
                     reply(writer, EINVAL, request.cookie)?;
                     continue;
                 }
@@ -189,9 +193,16 @@ fn transmit(reader: &mut impl Read, writer: &mut impl Write, disk: &Disk) -> io:
                 }
             }
             CMD_WRITE => {
-                if request.length > MAX_PAYLOAD {
+                // Refused before the payload is buffered; the payload is still consumed so
+                // the stream stays in step.
+                let refusal = if request.length > MAX_PAYLOAD {
+                    Some(EINVAL)
+                } else {
+                    (!in_range).then_some(ENOSPC)
+                };
+                if let Some(error) = refusal {
                     io::copy(&mut reader.take(length), &mut io::sink())?;
-                    reply(writer, EINVAL, request.cookie)?;
+                    reply(writer, error, request.cookie)?;
                     continue;
                 }
                 buffer.resize(request.length as usize, 0);
