@@ -1,12 +1,11 @@
-//! One NBD client, from handshake to disconnect, over blocking I/O. Requests on a connection
-//! are served in order; clients get parallelism from several connections (the export
-//! advertises CAN_MULTI_CONN).
+//! One NBD client's handshake and option haggling, over blocking I/O; the transmission phase
+//! is in [`super::transmission`].
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use super::proto::*;
-use crate::disk::{Disk, DiskError};
+use crate::disk::Disk;
 
 /// What the NBD server exports: attached volumes, by volume id.
 pub trait Exports: Send + Sync {
@@ -23,13 +22,17 @@ const TRANSMISSION_FLAGS: u16 = TFLAG_HAS_FLAGS
 
 /// Serves one client until it disconnects or breaks the protocol. `reader` and `writer` are
 /// the two halves of one stream.
-pub fn serve(reader: impl Read, writer: impl Write, exports: &dyn Exports) -> io::Result<()> {
+pub fn serve(
+    reader: impl Read,
+    writer: impl Write + Send,
+    exports: &dyn Exports,
+) -> io::Result<()> {
     let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
     let mut writer = io::BufWriter::with_capacity(64 * 1024, writer);
     let Some(disk) = negotiate(&mut reader, &mut writer, exports)? else {
         return Ok(());
     };
-    transmit(&mut reader, &mut writer, &disk)
+    super::transmission::serve(&mut reader, writer, &disk)
 }
 
 /// The option haggling phase; returns the export the client chose, or `None` if it aborted.
@@ -156,87 +159,6 @@ fn write_info(
         writer.write_all(&option_reply(option, REP_INFO, &info))?;
     }
     Ok(())
-}
-
-fn transmit(reader: &mut impl Read, writer: &mut impl Write, disk: &Disk) -> io::Result<()> {
-    let mut buffer = Vec::new();
-    let mut header = [0u8; Request::LEN];
-    loop {
-        match reader.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(error) => return Err(error),
-        }
-        let request =
-            Request::parse(&header).ok_or_else(|| protocol_error("request with a bad magic"))?;
-        let durable = request.flags & CMD_FLAG_FUA != 0;
-        let length = u64::from(request.length);
-        let in_range = request
-            .offset
-            .checked_add(length)
-            .is_some_and(|end| end <= disk.size());
-        let result = match request.command {
-            CMD_READ => {
-                if request.length > MAX_PAYLOAD || !in_range {
-                    reply(writer, EINVAL, request.cookie)?;
-                    continue;
-                }
-                buffer.resize(request.length as usize, 0);
-                match disk.read(request.offset, &mut buffer) {
-                    Ok(()) => {
-                        writer.write_all(&simple_reply(0, request.cookie))?;
-                        writer.write_all(&buffer)?;
-                        writer.flush()?;
-                        continue;
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-            CMD_WRITE => {
-                // Refused before the payload is buffered; the payload is still consumed so
-                // the stream stays in step.
-                let refusal = if request.length > MAX_PAYLOAD {
-                    Some(EINVAL)
-                } else {
-                    (!in_range).then_some(ENOSPC)
-                };
-                if let Some(error) = refusal {
-                    io::copy(&mut reader.take(length), &mut io::sink())?;
-                    reply(writer, error, request.cookie)?;
-                    continue;
-                }
-                buffer.resize(request.length as usize, 0);
-                reader.read_exact(&mut buffer)?;
-                disk.write(request.offset, &mut buffer, durable)
-            }
-            CMD_DISC => return writer.flush(),
-            CMD_FLUSH => disk.flush(),
-            CMD_TRIM | CMD_WRITE_ZEROES => disk.zero(request.offset, length, durable),
-            _ => {
-                reply(writer, EINVAL, request.cookie)?;
-                continue;
-            }
-        };
-        let error = match &result {
-            Ok(()) => 0,
-            Err(DiskError::OutOfRange { .. }) if request.command == CMD_READ => EINVAL,
-            Err(DiskError::OutOfRange { .. }) if request.command == CMD_TRIM => EINVAL,
-            Err(DiskError::OutOfRange { .. }) => ENOSPC,
-            Err(DiskError::Detached) => ESHUTDOWN,
-            Err(DiskError::Io(io_error)) => {
-                tracing::error!(error = %io_error, "volume I/O failed");
-                EIO
-            }
-        };
-        reply(writer, error, request.cookie)?;
-        if error == ESHUTDOWN {
-            return Ok(());
-        }
-    }
-}
-
-fn reply(writer: &mut impl Write, error: u32, cookie: u64) -> io::Result<()> {
-    send(writer, &simple_reply(error, cookie))
 }
 
 fn send(writer: &mut impl Write, bytes: &[u8]) -> io::Result<()> {

@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod proto;
+mod transmission;
 
 use std::future::Future;
 use std::sync::Arc;
