@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import error_code
+from conftest import BINARY, error_code
 
 GIB = 1 << 30
 ZONE = "us-east-1a"
@@ -273,6 +273,29 @@ def test_a_disabled_key_stops_attach(server):
     kms.enable_key(KeyId=key_id)
     ec2.attach_volume(VolumeId=volume_id, InstanceId=INSTANCE, Device="/dev/sdf")
     qemu_io(nbd_url(server, volume_id), "write -P 0x42 0 4096", "read -P 0x42 0 4096")
+
+
+def test_a_key_policy_that_denies_ec2_stops_attach(server):
+    ec2, kms = server.client("ec2"), server.client()
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}},
+    ]})
+    key_id = kms.create_key(Policy=policy)["KeyMetadata"]["KeyId"]
+    volume_id = ec2.create_volume(Size=1, AvailabilityZone=ZONE, KmsKeyId=key_id)["VolumeId"]
+    with pytest.raises(ClientError) as refused:
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=INSTANCE, Device="/dev/sdf")
+    assert error_code(refused) == "KMS.AccessDeniedException"
+
+    # Both calls are on the audit record, with the KMS key each one used.
+    searched = subprocess.run([str(BINARY), "audit", "search", "--data-dir", str(server.dir)],
+                              capture_output=True, text=True, check=True).stdout
+    events = [e for e in map(json.loads, searched.splitlines()) if e["event_source"] == "ec2.amazonaws.com"]
+    create = next(e for e in events if e["event_name"] == "CreateVolume")
+    attach = next(e for e in events if e["event_name"] == "AttachVolume")
+    assert any(key_id in arn for arn in create["resources"]) and create.get("error_code") is None
+    assert attach["error_code"] == "KMS.AccessDeniedException"
 
 
 def test_iam_users_need_ec2_permissions(server):

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rustix::fs::{FallocateFlags, fallocate};
 
@@ -34,7 +34,9 @@ pub enum DiskError {
 pub struct Disk {
     file: File,
     size: u64,
-    cipher: SectorCipher,
+    /// `None` once detached: the key schedule is dropped (and wiped) at detach even while an
+    /// NBD connection still holds this disk.
+    cipher: RwLock<Option<SectorCipher>>,
     gate: Arc<WriteGate>,
     edge_locks: Vec<Mutex<()>>,
     detached: AtomicBool,
@@ -54,7 +56,7 @@ impl Disk {
         Self {
             file,
             size,
-            cipher,
+            cipher: RwLock::new(Some(cipher)),
             gate,
             edge_locks: (0..EDGE_LOCKS).map(|_| Mutex::new(())).collect(),
             detached: AtomicBool::new(false),
@@ -65,9 +67,11 @@ impl Disk {
         self.size
     }
 
-    /// Refuses every later request; connections still open see `Detached`.
+    /// Refuses every later request (connections still open see `Detached`) and wipes the key
+    /// once requests in flight finish.
     pub fn detach(&self) {
         self.detached.store(true, Ordering::SeqCst);
+        *self.cipher.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn is_detached(&self) -> bool {
@@ -77,18 +81,20 @@ impl Disk {
     /// Reads `out.len()` bytes at `offset`.
     pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
         self.check(offset, out.len() as u64)?;
+        let cipher = self.cipher();
+        let cipher = cipher.as_ref().ok_or(DiskError::Detached)?;
         if out.is_empty() {
             return Ok(());
         }
         if offset.is_multiple_of(SECTOR) && out.len().is_multiple_of(SECTOR_SIZE) {
             self.file.read_exact_at(out, offset)?;
-            self.decrypt_sectors(out, offset / SECTOR);
+            decrypt_sectors(cipher, out, offset / SECTOR);
             return Ok(());
         }
         let (start, span) = sector_span(offset, out.len() as u64);
         let mut sectors = vec![0u8; span];
         self.file.read_exact_at(&mut sectors, start)?;
-        self.decrypt_sectors(&mut sectors, start / SECTOR);
+        decrypt_sectors(cipher, &mut sectors, start / SECTOR);
         let skip = (offset - start) as usize;
         out.copy_from_slice(&sectors[skip..skip + out.len()]);
         Ok(())
@@ -99,13 +105,14 @@ impl Disk {
     pub fn write(&self, offset: u64, data: &mut [u8], durable: bool) -> Result<(), DiskError> {
         self.check(offset, data.len() as u64)?;
         let _pass = self.gate.enter();
+        let cipher = self.cipher();
+        let cipher = cipher.as_ref().ok_or(DiskError::Detached)?;
         if offset.is_multiple_of(SECTOR) && data.len().is_multiple_of(SECTOR_SIZE) {
-            self.cipher.encrypt(data, offset / SECTOR);
+            cipher.encrypt(data, offset / SECTOR);
             self.file.write_all_at(data, offset)?;
         } else {
-            self.patch(offset, data.len() as u64, |plain| {
-                plain.copy_from_slice(data)
-            })?;
+            let length = data.len() as u64;
+            self.patch(cipher, offset, length, |plain| plain.copy_from_slice(data))?;
         }
         if durable {
             self.flush()?;
@@ -121,6 +128,8 @@ impl Disk {
             return Ok(());
         }
         let _pass = self.gate.enter();
+        let cipher = self.cipher();
+        let cipher = cipher.as_ref().ok_or(DiskError::Detached)?;
         let end = offset + length;
         let first_whole = offset.div_ceil(SECTOR) * SECTOR;
         let end_whole = end / SECTOR * SECTOR;
@@ -133,13 +142,13 @@ impl Disk {
             )
             .map_err(io::Error::from)?;
             if offset < first_whole {
-                self.patch(offset, first_whole - offset, |plain| plain.fill(0))?;
+                self.patch(cipher, offset, first_whole - offset, |plain| plain.fill(0))?;
             }
             if end_whole < end {
-                self.patch(end_whole, end - end_whole, |plain| plain.fill(0))?;
+                self.patch(cipher, end_whole, end - end_whole, |plain| plain.fill(0))?;
             }
         } else {
-            self.patch(offset, length, |plain| plain.fill(0))?;
+            self.patch(cipher, offset, length, |plain| plain.fill(0))?;
         }
         if durable {
             self.flush()?;
@@ -160,6 +169,7 @@ impl Disk {
     /// plaintext of exactly that range.
     fn patch(
         &self,
+        cipher: &SectorCipher,
         offset: u64,
         length: u64,
         edit: impl FnOnce(&mut [u8]),
@@ -172,26 +182,21 @@ impl Disk {
         let mut sectors = vec![0u8; span];
         let head = &mut sectors[..SECTOR_SIZE];
         self.file.read_exact_at(head, start)?;
-        self.decrypt_sectors(head, first);
+        decrypt_sectors(cipher, head, first);
         if last != first {
             let tail = &mut sectors[span - SECTOR_SIZE..];
             self.file.read_exact_at(tail, last * SECTOR)?;
-            self.decrypt_sectors(tail, last);
+            decrypt_sectors(cipher, tail, last);
         }
         let skip = (offset - start) as usize;
         edit(&mut sectors[skip..skip + length as usize]);
-        self.cipher.encrypt(&mut sectors, first);
+        cipher.encrypt(&mut sectors, first);
         self.file.write_all_at(&sectors, start)?;
         Ok(())
     }
 
-    /// Decrypts each sector of `sectors` in place, leaving never-written (all-zero) ones zero.
-    fn decrypt_sectors(&self, sectors: &mut [u8], first: u64) {
-        for (index, sector) in sectors.chunks_exact_mut(SECTOR_SIZE).enumerate() {
-            if !is_zero(sector) {
-                self.cipher.decrypt(sector, first + index as u64);
-            }
-        }
+    fn cipher(&self) -> RwLockReadGuard<'_, Option<SectorCipher>> {
+        self.cipher.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check(&self, offset: u64, length: u64) -> Result<(), DiskError> {
@@ -216,6 +221,15 @@ impl Disk {
         self.edge_locks[self.stripe(sector)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Decrypts each sector of `sectors` in place, leaving never-written (all-zero) ones zero.
+fn decrypt_sectors(cipher: &SectorCipher, sectors: &mut [u8], first: u64) {
+    for (index, sector) in sectors.chunks_exact_mut(SECTOR_SIZE).enumerate() {
+        if !is_zero(sector) {
+            cipher.decrypt(sector, first + index as u64);
+        }
     }
 }
 
