@@ -15,6 +15,8 @@ mod matching;
 
 pub use context::Context;
 pub use document::{Effect, Policy, PolicyError};
+/// `*`/`?` wildcard matching as IAM does it; EC2 filters use the same rules.
+pub use matching::wildcard;
 
 /// Who is asking, as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

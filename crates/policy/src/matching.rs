@@ -1,7 +1,7 @@
 //! Wildcard matching as IAM uses it: `*` matches any run of characters (including none), `?`
 //! exactly one. Actions compare case-insensitively; resources and strings case-sensitively.
 
-pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
+pub fn wildcard(pattern: &str, text: &str) -> bool {
     matches(pattern.as_bytes(), text.as_bytes(), |a, b| a == b)
 }
 

@@ -1,6 +1,8 @@
 //! EC2 `Filter.N` matching: a resource matches when, for every filter, one of its values
 //! matches one of the resource's values for that name. Values may use EC2's wildcards, `*`
-//! (any run) and `?` (one character).
+//! (any run) and `?` (one character), matched as IAM matches them.
+
+use atrest_policy::wildcard;
 
 use crate::error::Ec2Error;
 
@@ -49,30 +51,6 @@ pub fn tag_field(name: &str, tags: &[(String, String)]) -> Option<Vec<String>> {
         "tag-value" => Some(tags.iter().map(|(_, v)| v.clone()).collect()),
         _ => None,
     }
-}
-
-fn wildcard(pattern: &str, value: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let value: Vec<char> = value.chars().collect();
-    // Classic two-pointer glob match with backtracking to the last `*`.
-    let (mut p, mut v) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while v < value.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == value[v]) {
-            p += 1;
-            v += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, v));
-            p += 1;
-        } else if let Some((star_p, star_v)) = star {
-            p = star_p + 1;
-            v = star_v + 1;
-            star = Some((star_p, star_v + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

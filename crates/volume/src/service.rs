@@ -19,7 +19,8 @@ use crate::filter::{Filter, matches, tag_field};
 use crate::gate::WriteGate;
 use crate::sector::{SectorCipher, VOLUME_KEY_LEN};
 use crate::store::{
-    Attachment, SnapshotRecord, SnapshotState, Store, VolumeRecord, VolumeState, WrappedKey,
+    Attachment, SnapshotRecord, SnapshotState, Store, StoreError, VolumeRecord, VolumeState,
+    WrappedKey,
 };
 
 const GIB: u64 = 1 << 30;
@@ -223,23 +224,13 @@ impl Volumes {
         page: &Page,
     ) -> Result<(Vec<VolumeRecord>, Option<String>), Ec2Error> {
         self.authorize(ctx, "ec2:DescribeVolumes", "*")?;
-        let records = if ids.is_empty() {
-            self.store.volumes()?
-        } else {
-            ids.iter()
-                .map(|id| {
-                    self.store
-                        .volume(id)?
-                        .ok_or_else(|| Ec2Error::volume_not_found(id))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let mut selected = Vec::new();
-        for record in records {
-            if matches(filters, |name| volume_field(&record, name))? {
-                selected.push(record);
-            }
-        }
+        let selected = select(
+            ids,
+            || self.store.volumes(),
+            |id| self.store.volume(id),
+            Ec2Error::volume_not_found,
+            |record| matches(filters, |name| volume_field(record, name)),
+        )?;
         paginate(selected, page, |record| &record.id, ids.is_empty())
     }
 
@@ -444,24 +435,14 @@ impl Volumes {
         page: &Page,
     ) -> Result<(Vec<SnapshotRecord>, Option<String>), Ec2Error> {
         self.authorize(ctx, "ec2:DescribeSnapshots", "*")?;
-        let records = if ids.is_empty() {
-            self.store.snapshots()?
-        } else {
-            ids.iter()
-                .map(|id| {
-                    self.store
-                        .snapshot(id)?
-                        .ok_or_else(|| Ec2Error::snapshot_not_found(id))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let account = self.account().to_owned();
-        let mut selected = Vec::new();
-        for record in records {
-            if matches(filters, |name| snapshot_field(&record, &account, name))? {
-                selected.push(record);
-            }
-        }
+        let account = self.account();
+        let selected = select(
+            ids,
+            || self.store.snapshots(),
+            |id| self.store.snapshot(id),
+            Ec2Error::snapshot_not_found,
+            |record| matches(filters, |name| snapshot_field(record, account, name)),
+        )?;
         paginate(selected, page, |record| &record.id, ids.is_empty())
     }
 
@@ -702,6 +683,30 @@ impl Volumes {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs() as i64)
     }
+}
+
+/// The records named by `ids` (each must exist), or all of them, that pass `keep`.
+fn select<T>(
+    ids: &[String],
+    all: impl FnOnce() -> Result<Vec<T>, StoreError>,
+    one: impl Fn(&str) -> Result<Option<T>, StoreError>,
+    missing: fn(&str) -> Ec2Error,
+    keep: impl Fn(&T) -> Result<bool, Ec2Error>,
+) -> Result<Vec<T>, Ec2Error> {
+    let records = if ids.is_empty() {
+        all()?
+    } else {
+        ids.iter()
+            .map(|id| one(id)?.ok_or_else(|| missing(id)))
+            .collect::<Result<_, _>>()?
+    };
+    let mut selected = Vec::new();
+    for record in records {
+        if keep(&record)? {
+            selected.push(record);
+        }
+    }
+    Ok(selected)
 }
 
 fn finish_snapshot(store: &Store, mut record: SnapshotRecord, copied: std::io::Result<()>) {
