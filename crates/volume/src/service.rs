@@ -16,7 +16,7 @@ use crate::disk::Disk;
 use crate::error::Ec2Error;
 use crate::files::{self, Transform};
 use crate::filter::{Filter, matches, tag_field};
-use crate::gate::WriteGate;
+use crate::gate::{ClosedGate, WriteGate};
 use crate::sector::{SectorCipher, VOLUME_KEY_LEN};
 use crate::store::{
     Attachment, SnapshotRecord, SnapshotState, Store, StoreError, VolumeRecord, VolumeState,
@@ -362,20 +362,7 @@ impl Volumes {
             start_time: self.now(),
             tags,
         };
-        self.store.put_snapshot(&record)?;
-        let (store, target) = (self.store.clone(), self.snapshot_path(&record.id));
-        let finished = record.clone();
-        std::thread::spawn(move || {
-            let copied = files::copy_sparse(
-                &source,
-                &target,
-                finished.volume_size_gib * GIB,
-                Transform::Keep,
-            );
-            drop(closed);
-            finish_snapshot(&store, finished, copied);
-        });
-        Ok(record)
+        self.start_snapshot_copy(record, source, None, Some(closed))
     }
 
     /// Copies a completed snapshot; with `kms_key_id`, re-encrypts it under a new volume key
@@ -411,6 +398,19 @@ impl Volumes {
             start_time: self.now(),
             tags,
         };
+        self.start_snapshot_copy(record, input, ciphers, None)
+    }
+
+    /// Records `record` as pending and copies `input` into its file on a thread (re-encrypting
+    /// from the first cipher to the second when given); `closed`, a volume's write gate held
+    /// shut, reopens when the copy is done.
+    fn start_snapshot_copy(
+        &self,
+        record: SnapshotRecord,
+        input: File,
+        ciphers: Option<(SectorCipher, SectorCipher)>,
+        closed: Option<ClosedGate>,
+    ) -> Result<SnapshotRecord, Ec2Error> {
         self.store.put_snapshot(&record)?;
         let (store, target) = (self.store.clone(), self.snapshot_path(&record.id));
         let finished = record.clone();
@@ -421,6 +421,7 @@ impl Volumes {
             };
             let size = finished.volume_size_gib * GIB;
             let copied = files::copy_sparse(&input, &target, size, transform);
+            drop(closed);
             drop(ciphers);
             finish_snapshot(&store, finished, copied);
         });
