@@ -4,6 +4,7 @@ mod cli;
 mod datadir;
 mod envelope;
 mod error;
+mod fields;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Encrypt(args) => return envelope_exit(envelope::encrypt(&args)),
         Command::Decrypt(args) => return envelope_exit(envelope::decrypt(&args)),
+        Command::Fields(command) => fields::run(command),
         Command::Serve(args) => serve(args),
         Command::User(UserCommand::Add {
             name,

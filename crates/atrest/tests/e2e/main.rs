@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod cryptography;
 mod durability;
+mod fields;
 mod keys;
 mod mac;
 mod policies;

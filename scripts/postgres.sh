@@ -1,0 +1,43 @@
+# Sourced by scripts/test and scripts/with-postgres: start_temp_postgres starts a throwaway
+# PostgreSQL server in a temp dir (installing Debian's postgresql if it is missing), exports
+# ATREST_TEST_DATABASE_URL (superuser `atrest`, trust auth, 127.0.0.1 only), ATREST_TEST_PGDATA and
+# ATREST_TEST_PG_BIN, and stops and removes it when the calling shell exits.
+
+pg_bin_dir() {
+  local dir found=""
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/initdb" ] && found="$dir"
+  done
+  echo "$found"
+}
+
+# initdb refuses to run as root; as root the server runs as Debian's `postgres` user.
+as_pg_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_temp_postgres() {
+  local bin port
+  bin="$(pg_bin_dir)"
+  if [ -z "$bin" ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null
+    bin="$(pg_bin_dir)"
+  fi
+  PG_TEMP_DIR="$(mktemp -d /tmp/atrest-pg.XXXXXX)"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_TEMP_DIR"; fi
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  as_pg_owner "$bin/initdb" -D "$PG_TEMP_DIR/data" -U atrest --auth=trust -E UTF8 --no-locale \
+    >"$PG_TEMP_DIR/initdb.log"
+  as_pg_owner "$bin/pg_ctl" -D "$PG_TEMP_DIR/data" -l "$PG_TEMP_DIR/server.log" -w \
+    -o "-p $port -k $PG_TEMP_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+  PG_TEMP_BIN="$bin"
+  trap stop_temp_postgres EXIT
+  export ATREST_TEST_DATABASE_URL="postgres://atrest@127.0.0.1:$port/postgres"
+  export ATREST_TEST_PGDATA="$PG_TEMP_DIR/data"
+  export ATREST_TEST_PG_BIN="$bin"
+}
+
+stop_temp_postgres() {
+  as_pg_owner "$PG_TEMP_BIN/pg_ctl" -D "$PG_TEMP_DIR/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$PG_TEMP_DIR"
+}
