@@ -318,6 +318,27 @@ mod tests {
         assert_eq!(&siv[..2], &[0x12, 64]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn round_trips_and_binds_the_associated_data(
+            plaintext in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            ad in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            key_id in proptest::num::u32::ANY,
+            deterministic in proptest::bool::ANY,
+        ) {
+            let mode = if deterministic { Mode::Deterministic } else { Mode::Randomized };
+            let cipher = FieldCipher::new(mode, key_id, &key(mode, 3)).unwrap();
+            let value = cipher.encrypt(&plaintext, &ad);
+            proptest::prop_assert_eq!(value.len(), plaintext.len() + mode.overhead());
+            proptest::prop_assert_eq!(key_id_of(&value).unwrap(), key_id);
+            let opened = cipher.decrypt(&value, &ad).unwrap();
+            proptest::prop_assert_eq!(opened.expose(), &plaintext[..]);
+            let mut other_ad = ad.clone();
+            other_ad.push(0);
+            proptest::prop_assert!(cipher.decrypt(&value, &other_ad).is_err());
+        }
+    }
+
     fn hex(text: &str) -> Vec<u8> {
         (0..text.len())
             .step_by(2)
