@@ -58,17 +58,17 @@ impl<T: KeyTable> FieldEncryptor<T> {
     /// its primary key's text): randomized values are bound to it; deterministic values are not,
     /// so they stay equal across rows.
     pub async fn encrypt(&self, plaintext: &[u8], row: &[u8]) -> Result<Vec<u8>> {
-        let list = self.keys.key_list(&self.cache).await?;
-        let primary = list
-            .keys
-            .primary()
-            .ok_or_else(|| FieldError::Corrupt("a key list without keys".into()))?;
         let mut buffer = Vec::new();
         let ad = self.associated_data(&mut buffer, row);
+        if let Some(value) = self
+            .keys
+            .with_hot_primary(&self.cache, |cipher| cipher.encrypt(plaintext, ad))
+        {
+            return Ok(value);
+        }
+        let list = self.keys.key_list(&self.cache).await?;
         self.keys
-            .with_cipher(&self.cache, primary, self.mode, |cipher| {
-                cipher.encrypt(plaintext, ad)
-            })
+            .with_primary(&self.cache, &list, |cipher| cipher.encrypt(plaintext, ad))
             .await
     }
 

@@ -80,6 +80,8 @@ pub(crate) struct ColumnCache {
     pub(crate) column: String,
     list: RwLock<Option<Arc<KeyList>>>,
     ciphers: RwLock<HashMap<u32, Arc<CachedCipher>>>,
+    /// The primary's cipher, for `encrypt`'s fast path: one lock and one clock read.
+    primary: RwLock<Option<HotPrimary>>,
     /// One KMS round trip per miss, not one per waiting task.
     loading: tokio::sync::Mutex<()>,
 }
@@ -87,6 +89,13 @@ pub(crate) struct ColumnCache {
 pub(crate) struct KeyList {
     pub(crate) keys: ColumnKeys,
     read_at: Instant,
+}
+
+struct HotPrimary {
+    /// When the key list naming this primary was read: past the TTL, re-read it (a rotation
+    /// elsewhere may have made another version primary).
+    list_read_at: Instant,
+    cached: Arc<CachedCipher>,
 }
 
 struct CachedCipher {
@@ -258,10 +267,18 @@ impl<T: KeyTable> FieldKeys<T> {
                 .ciphers
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            ciphers.retain(|_, cached| {
+            let live = |cached: &CachedCipher| {
                 now.duration_since(cached.unwrapped_at) < self.policy.ttl
                     && cached.uses.load(Ordering::Relaxed) < self.policy.max_uses
-            });
+            };
+            ciphers.retain(|_, cached| live(cached));
+            let mut primary = cache
+                .primary
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if primary.as_ref().is_some_and(|hot| !live(&hot.cached)) {
+                *primary = None;
+            }
         }
     }
 
@@ -273,6 +290,10 @@ impl<T: KeyTable> FieldKeys<T> {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
+            *cache
+                .primary
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = None;
             *cache.list.write().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
@@ -337,6 +358,10 @@ impl<T: KeyTable> FieldKeys<T> {
         let columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cache) = columns.get(&(table.to_string(), column.to_string())) {
             *cache.list.write().unwrap_or_else(PoisonError::into_inner) = None;
+            *cache
+                .primary
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
 
@@ -350,6 +375,7 @@ impl<T: KeyTable> FieldKeys<T> {
                     column: column.to_string(),
                     list: RwLock::new(None),
                     ciphers: RwLock::new(HashMap::new()),
+                    primary: RwLock::new(None),
                     loading: tokio::sync::Mutex::new(()),
                 })
             });
@@ -389,8 +415,45 @@ impl<T: KeyTable> FieldKeys<T> {
             .cloned()
     }
 
-    /// Runs `use_key` with the unwrapped cipher of `key`, unwrapping through the KMS on a miss,
-    /// past the TTL or past the use limit.
+    /// `encrypt`'s fast path: runs `use_key` with the primary's cipher if it is cached, fresh
+    /// and under its use limit; `None` sends the caller to [`Self::with_primary`].
+    pub(crate) fn with_hot_primary<R>(
+        &self,
+        cache: &ColumnCache,
+        use_key: impl FnOnce(&FieldCipher) -> R,
+    ) -> Option<R> {
+        let now = Instant::now();
+        let primary = cache.primary.read().unwrap_or_else(PoisonError::into_inner);
+        let hot = primary.as_ref()?;
+        let usable = now.duration_since(hot.list_read_at) < self.policy.ttl
+            && hot.cached.take_use(&self.policy, now);
+        usable.then(|| use_key(&hot.cached.cipher))
+    }
+
+    /// Runs `use_key` with the cipher of the primary of `list`, and makes it the hot primary.
+    pub(crate) async fn with_primary<R>(
+        &self,
+        cache: &ColumnCache,
+        list: &KeyList,
+        use_key: impl FnOnce(&FieldCipher) -> R,
+    ) -> Result<R> {
+        let key = list
+            .keys
+            .primary()
+            .ok_or_else(|| FieldError::Corrupt("a key list without keys".into()))?;
+        let cached = self.cipher(cache, key, list.keys.column.mode).await?;
+        let result = use_key(&cached.cipher);
+        *cache
+            .primary
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(HotPrimary {
+            list_read_at: list.read_at,
+            cached,
+        });
+        Ok(result)
+    }
+
+    /// Runs `use_key` with the unwrapped cipher of `key`.
     pub(crate) async fn with_cipher<R>(
         &self,
         cache: &ColumnCache,
@@ -398,12 +461,24 @@ impl<T: KeyTable> FieldKeys<T> {
         mode: Mode,
         use_key: impl FnOnce(&FieldCipher) -> R,
     ) -> Result<R> {
+        let cached = self.cipher(cache, key, mode).await?;
+        Ok(use_key(&cached.cipher))
+    }
+
+    /// The unwrapped cipher of `key`, one use counted; unwrapped through the KMS on a miss,
+    /// past the TTL or past the use limit.
+    async fn cipher(
+        &self,
+        cache: &ColumnCache,
+        key: &DataKeyRecord,
+        mode: Mode,
+    ) -> Result<Arc<CachedCipher>> {
         if let Some(cached) = self.cached(cache, key.key_id) {
-            return Ok(use_key(&cached.cipher));
+            return Ok(cached);
         }
         let _loading = cache.loading.lock().await;
         if let Some(cached) = self.cached(cache, key.key_id) {
-            return Ok(use_key(&cached.cipher));
+            return Ok(cached);
         }
         let material = self
             .kms
@@ -419,13 +494,12 @@ impl<T: KeyTable> FieldKeys<T> {
             uses: AtomicU64::new(1),
         });
         drop(material);
-        let result = use_key(&cached.cipher);
         cache
             .ciphers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.key_id, cached);
-        Ok(result)
+            .insert(key.key_id, Arc::clone(&cached));
+        Ok(cached)
     }
 
     fn cached(&self, cache: &ColumnCache, key_id: u32) -> Option<Arc<CachedCipher>> {
