@@ -91,6 +91,23 @@ def column_values(url, column):
         return db.execute(f"SELECT id, {column} FROM customers ORDER BY id").fetchall()
 
 
+def kill_after_rows(job, url, name, rows):
+    """kill -9 a running column job once its committed position has passed `rows`."""
+    deadline = time.time() + 120
+    with psycopg.connect(url, autocommit=True) as db:
+        while True:
+            done = None
+            if db.execute("SELECT to_regclass('atrest_field_jobs')").fetchone()[0]:
+                done = db.execute("SELECT rows_done FROM atrest_field_jobs WHERE job = %s", (name,)).fetchone()
+            if done and done[0] >= rows:
+                break
+            assert job.poll() is None, job.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+
+
 def new_key(server):
     return server.client().create_key()["KeyMetadata"]["Arn"]
 
@@ -189,17 +206,7 @@ def test_rotation_rewrap_new_version_and_reencrypt_killed_and_resumed(server, da
 
     # Re-encrypt in small, paced batches; kill -9 it part way.
     job = fields.start("reencrypt", "customers", "name", "--batch-size", "25", "--pause-ms", "20")
-    deadline = time.time() + 120
-    with psycopg.connect(database, autocommit=True) as db:
-        while True:
-            done = db.execute("SELECT rows_done FROM atrest_field_jobs WHERE job = 'reencrypt'").fetchone()
-            if done and done[0] >= 200:
-                break
-            assert job.poll() is None, job.stderr.read()
-            assert time.time() < deadline
-            time.sleep(0.01)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
+    kill_after_rows(job, database, "reencrypt", 200)
     halfway = all_readable()
     assert halfway[new_prefix] >= 200 and halfway[old_prefix] >= 1000, halfway
 
@@ -216,18 +223,7 @@ def test_encrypt_column_killed_and_resumed_encrypts_every_row_once(server, datab
     key = new_key(server)
     job = fields.start("encrypt-column", "customers", "note", "--kms-key-id", key,
                        "--batch-size", "20", "--pause-ms", "20")
-    deadline = time.time() + 120
-    with psycopg.connect(database, autocommit=True) as db:
-        while True:
-            done = db.execute("SELECT rows_done FROM atrest_field_jobs WHERE job = 'encrypt'").fetchone() \
-                if db.execute("SELECT to_regclass('atrest_field_jobs')").fetchone()[0] else None
-            if done and done[0] >= 100:
-                break
-            assert job.poll() is None, job.stderr.read()
-            assert time.time() < deadline
-            time.sleep(0.01)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
+    kill_after_rows(job, database, "encrypt", 100)
     report = fields.run("encrypt-column", "customers", "note", "--kms-key-id", key)
     assert report["ResumedAfterRows"] >= 100
     assert report["ResumedAfterRows"] + report["Rows"] == rows - rows // 10  # NULLs are skipped

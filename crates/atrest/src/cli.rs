@@ -108,6 +108,13 @@ pub struct ColumnArgs {
     pub table: String,
     #[arg(long)]
     pub column: String,
+    #[command(flatten)]
+    pub kms: KmsArgs,
+}
+
+/// Where the KMS client connects and as whom, as the aws CLI would.
+#[derive(Debug, Args)]
+pub struct KmsArgs {
     /// The KMS endpoint (default: as the aws CLI finds it: AWS_ENDPOINT_URL_KMS, profile, AWS).
     #[arg(long)]
     pub endpoint_url: Option<String>,
@@ -136,15 +143,8 @@ pub struct KeyArgs {
     /// A KMS key (ARN, key ID, alias name or alias ARN); repeatable.
     #[arg(long = "kms-key-id", value_name = "KEY")]
     pub kms_key_ids: Vec<String>,
-    /// The KMS endpoint (default: as the aws CLI finds it: AWS_ENDPOINT_URL_KMS, profile, AWS).
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// The KMS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// The shared-config profile to take credentials and region from (default: AWS_PROFILE).
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub kms: KmsArgs,
     /// Decrypt with whichever KMS key the message names (decrypt only).
     #[arg(long)]
     pub discovery: bool,

@@ -178,9 +178,9 @@ fn build_keyring(args: &KeyArgs, decrypting: bool) -> Result<Box<dyn Keyring>, F
     let wants_kms = !args.kms_key_ids.is_empty() || args.discovery;
     if wants_kms {
         let settings = KmsSettings {
-            endpoint_url: args.endpoint_url.clone(),
-            region: args.region.clone(),
-            profile: args.profile.clone(),
+            endpoint_url: args.kms.endpoint_url.clone(),
+            region: args.kms.region.clone(),
+            profile: args.kms.profile.clone(),
             grant_tokens: Vec::new(),
         };
         let kms: Arc<KmsClient> = KmsClient::connect(&settings)?;

@@ -126,9 +126,9 @@ async fn dispatch(command: FieldsCommand) -> Result<(), FieldError> {
 /// A database connection for the key table and the KMS client.
 async fn open(target: &ColumnArgs) -> Result<(Client, Arc<FieldKeys<Arc<Client>>>), FieldError> {
     let kms = atrest_fields::kms::connect(&ConnectOptions {
-        endpoint_url: target.endpoint_url.clone(),
-        region: target.region.clone(),
-        profile: target.profile.clone(),
+        endpoint_url: target.kms.endpoint_url.clone(),
+        region: target.kms.region.clone(),
+        profile: target.kms.profile.clone(),
     })
     .await?;
     let key_client = Arc::new(connect(&target.database_url).await?);
