@@ -302,9 +302,83 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum HsmCommand {
-    /// Destroy the HSM root key: every key in this data dir becomes unrecoverable.
-    Zeroize {
+    /// Show the keystore's state, failed unseal attempts, tamper record and whether a server
+    /// holds it unsealed (as JSON; needs no passphrase).
+    Status {
         #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Create a keystore whose officer (administers) and user (the KMS service, which only uses
+    /// keys) have different passphrases. `serve` on a new data dir otherwise creates one with a
+    /// single passphrase for both roles.
+    Init {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
+        /// File holding the user's passphrase: what `serve` then needs (--hsm-passphrase-file).
+        #[arg(long)]
+        user_passphrase_file: PathBuf,
+        /// Wrong passphrases tolerated before the keystore zeroizes itself.
+        #[arg(long, default_value_t = atrest_hsm::software::keystore::DEFAULT_MAX_FAILED_UNSEALS)]
+        max_failed_unseals: u32,
+    },
+    /// Change the officer's or the user's passphrase (the officer authenticates).
+    ChangePassphrase {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
+        /// Whose passphrase changes.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// File holding the new passphrase.
+        #[arg(long)]
+        new_passphrase_file: PathBuf,
+    },
+    /// Write an encrypted backup of the keystore and the key metadata (every wrapped key) under
+    /// the officer's passphrase. The server must be stopped: the metadata store is copied whole.
+    Backup {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new, empty data dir; every key and ciphertext of the old one
+    /// works there.
+    Restore {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
+        /// The backup file.
+        #[arg(long)]
+        backup: PathBuf,
+    },
+    /// Destroy the HSM root key: every key in this data dir becomes unrecoverable. A
+    /// passphrase keystore needs its officer.
+    Zeroize {
+        #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
+        data_dir: PathBuf,
+        /// File holding the officer's passphrase (else ATREST_HSM_OFFICER_PASSPHRASE).
+        #[arg(long)]
+        officer_passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// How the security officer authenticates.
+#[derive(Debug, Args)]
+pub struct OfficerArgs {
+    /// File holding the officer's passphrase (else ATREST_HSM_OFFICER_PASSPHRASE).
+    #[arg(long)]
+    pub officer_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Officer,
+    User,
 }

@@ -16,6 +16,8 @@ use crate::error::CliError;
 
 const SETTINGS_FILE: &str = "atrest.json";
 const ROOT_CREDENTIALS_FILE: &str = "root-credentials.json";
+/// Written by `atrest serve` while it holds the HSM unsealed; `atrest hsm status` reads it.
+pub const SERVER_PID_FILE: &str = "server.pid";
 const DEFAULT_REGION: &str = "us-east-1";
 const DEFAULT_ACCOUNT: &str = "000000000000";
 /// Test-only: shifts the key-lifecycle clock (never request authentication).
@@ -131,20 +133,7 @@ fn settings(dir: &Path, args: &DataDirArgs) -> Result<Settings, CliError> {
 
 fn unseal_source(args: &DataDirArgs) -> Result<UnsealWith, CliError> {
     if let Some(file) = &args.hsm_passphrase_file {
-        let mut bytes = fs::read(file).map_err(|error| CliError::io(file, error))?;
-        while bytes
-            .last()
-            .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
-        {
-            bytes.pop();
-        }
-        if bytes.is_empty() {
-            return Err(CliError::Config(format!(
-                "{} holds an empty passphrase",
-                file.display()
-            )));
-        }
-        return Ok(UnsealWith::Passphrase(SecretBytes::new(bytes)));
+        return Ok(UnsealWith::Passphrase(read_passphrase_file(file)?));
     }
     match std::env::var("ATREST_HSM_PASSPHRASE") {
         Ok(passphrase) if !passphrase.is_empty() => Ok(UnsealWith::Passphrase(SecretBytes::new(
@@ -152,6 +141,24 @@ fn unseal_source(args: &DataDirArgs) -> Result<UnsealWith, CliError> {
         ))),
         _ => Ok(UnsealWith::DevKeyFile),
     }
+}
+
+/// Reads a passphrase file, ignoring trailing line ends; an empty passphrase is refused.
+pub fn read_passphrase_file(file: &Path) -> Result<SecretBytes, CliError> {
+    let mut bytes = fs::read(file).map_err(|error| CliError::io(file, error))?;
+    while bytes
+        .last()
+        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+    {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(CliError::Config(format!(
+            "{} holds an empty passphrase",
+            file.display()
+        )));
+    }
+    Ok(SecretBytes::new(bytes))
 }
 
 fn clock_from_env() -> Result<Clock, CliError> {

@@ -5,17 +5,17 @@ mod datadir;
 mod envelope;
 mod error;
 mod fields;
+mod hsm;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_crypto::SecretBytes;
-use atrest_hsm::SoftwareHsm;
 use atrest_server::AppState;
 use clap::Parser;
 
-use crate::cli::{AuditCommand, Cli, Command, HsmCommand, ServeArgs, UserCommand};
+use crate::cli::{AuditCommand, Cli, Command, ServeArgs, UserCommand};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             access_key_id,
             secret_access_key,
         }) => add_user(&name, &data, access_key_id, secret_access_key),
-        Command::Hsm(HsmCommand::Zeroize { data_dir }) => zeroize(&data_dir),
+        Command::Hsm(command) => hsm::run(command),
         Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data),
         Command::Audit(AuditCommand::Search {
             data,
@@ -91,6 +91,19 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         );
         println!("{}", serde_json::to_string_pretty(root).unwrap_or_default());
     }
+    let pid_file = args.data.data_dir.join(datadir::SERVER_PID_FILE);
+    atrest_hsm::fsio::write_atomically(&pid_file, std::process::id().to_string().as_bytes(), 0o600)
+        .map_err(|error| CliError::io(&pid_file, error))?;
+    let served = serve_opened(args, opened, tls);
+    let _ = std::fs::remove_file(&pid_file);
+    served
+}
+
+fn serve_opened(
+    args: ServeArgs,
+    opened: datadir::Opened,
+    tls: Option<atrest_server::TlsConfig>,
+) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,15 +197,6 @@ fn search_audit(
     for record in atrest_audit::search(&path, filter)? {
         println!("{}", serde_json::to_string(&record).unwrap_or_default());
     }
-    Ok(())
-}
-
-fn zeroize(data_dir: &std::path::Path) -> Result<(), CliError> {
-    SoftwareHsm::zeroize(&data_dir.join("hsm"))?;
-    eprintln!(
-        "atrest: the HSM root key in {} is destroyed; every key in this data dir is now unrecoverable",
-        data_dir.display()
-    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ mod wrapped;
 use atrest_crypto::SecretBytes;
 
 pub use asymmetric::{Message, OaepHash, SigningAlgorithm};
-pub use software::{SoftwareHsm, UnsealWith};
+pub use software::{Role, SoftwareHsm, UnsealWith};
 pub use wrapped::{KeyKind, WrappedKey};
 
 /// The operations every backend offers. All of them are synchronous and fast (microseconds),
@@ -137,8 +137,22 @@ pub enum HsmError {
         actual: &'static str,
         operation: &'static str,
     },
-    #[error("the HSM keystore at {path} failed its integrity check or the passphrase is wrong")]
-    UnsealFailed { path: String },
+    #[error(
+        "the HSM passphrase is wrong for the keystore at {path} ({attempts_left} more failed \
+         attempts and it zeroizes itself)"
+    )]
+    UnsealFailed { path: String, attempts_left: u32 },
+    #[error(
+        "the HSM keystore at {path} failed its integrity check and will not be used (tampered): \
+         {detail}"
+    )]
+    Tampered { path: String, detail: String },
+    #[error("this operation is the security officer's: give the officer passphrase")]
+    OfficerRequired,
+    #[error("a dev-mode keystore has no officer; create one with `atrest hsm init`")]
+    NoOfficer,
+    #[error("the backup cannot be used: {0}")]
+    BackupInvalid(String),
     #[error("the HSM keystore at {path} is corrupt: {detail}")]
     KeystoreCorrupt { path: String, detail: String },
     #[error(

@@ -37,7 +37,16 @@ impl Server {
     }
 
     fn start_with(env: &[(&str, &str)], args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), env, args).expect("server starts")
+    }
+
+    /// Starts on a data dir prepared beforehand (by `atrest hsm init` or `restore`); returns
+    /// the server's stderr if it refuses to start.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self, String> {
         let mut server = Server {
             dir,
             port: 0,
@@ -48,8 +57,8 @@ impl Server {
                 .collect(),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
-        server.spawn().expect("server starts");
-        server
+        server.spawn()?;
+        Ok(server)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -181,14 +190,12 @@ impl Server {
 
     /// Runs another `atrest` subcommand against this data dir.
     pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_atrest"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .env_remove("ATREST_HSM_PASSPHRASE")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("atrest runs")
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_cli_in(self.dir.path(), args, &env)
     }
 
     /// Fails if `needle` occurs in any file under the data dir.
@@ -206,6 +213,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Runs an `atrest` subcommand against `data_dir`, with no server needed.
+pub fn run_cli_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("ATREST_HSM_PASSPHRASE")
+        .env_remove("ATREST_HSM_OFFICER_PASSPHRASE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("atrest runs")
 }
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -15,6 +15,7 @@ mod durability;
 mod fields;
 mod keys;
 mod mac;
+mod officer;
 mod policies;
 mod rotation;
 mod s3;

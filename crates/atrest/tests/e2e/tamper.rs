@@ -52,6 +52,15 @@ async fn a_flipped_byte_in_a_stored_wrapped_key_breaks_only_that_key() {
         kms.decrypt().ciphertext_blob(blob).send().await,
         "KMSInternalException",
     );
+    // The failure is recorded once as a tamper event that `atrest hsm status` shows.
+    let output = server.run_cli(&["hsm", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let events = status["tamper_events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{status}");
+    assert!(
+        events[0]["what"].as_str().unwrap().contains(&victim),
+        "{status}"
+    );
     // The failure is reported, not a crash: the server and every other key still work.
     kms.describe_key().key_id(&victim).send().await.unwrap();
     let ok = kms
@@ -85,6 +94,7 @@ async fn a_tampered_keystore_refuses_to_unseal_with_a_clear_error() {
     .unwrap();
     let stderr = server.spawn().unwrap_err();
     assert!(stderr.contains("failed its integrity check"), "{stderr}");
+    assert!(stderr.contains("tampered"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -5,16 +5,18 @@
 //! are zeroized when evicted: `AeadKey` and `hmac::Key` live inside AWS-LC, which cleanses key
 //! schedules on free.
 
+pub mod backup;
 pub mod keystore;
+pub mod officer;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use atrest_crypto::{AeadKey, SecretBytes, SecretKey32, random};
 use aws_lc_rs::hmac;
 
-pub use keystore::{OpenReport, UnsealWith};
+pub use keystore::{KeystoreStatus, OpenReport, Role, UnsealWith};
 
 use crate::asymmetric::{self, AsymmetricKey};
 use crate::{Hsm, HsmError, KeyKind, Message, OaepHash, SigningAlgorithm, WrappedKey};
@@ -30,6 +32,11 @@ pub struct SoftwareHsm {
     /// Loaded keys by label, each with the wrapped bytes it came from (checked on every hit, so
     /// a different blob under a reused label is never served from the cache).
     loaded: RwLock<KeyCache>,
+    /// The keystore file tamper events are recorded in (None for a keyless test instance).
+    keystore: Option<PathBuf>,
+    /// Labels whose blobs already failed their integrity check, so a flood of requests for a
+    /// tampered key records one event rather than rewriting the keystore per request.
+    reported: Mutex<HashSet<Vec<u8>>>,
 }
 
 enum LoadedKey {
@@ -42,19 +49,35 @@ impl SoftwareHsm {
     /// Opens (or on first use creates) the keystore in `dir` and unseals the root key.
     pub fn open(dir: &Path, unseal: &UnsealWith) -> Result<(Self, OpenReport), HsmError> {
         let (root, report) = keystore::open_or_create(dir, unseal)?;
-        Ok((Self::with_root_key(&root), report))
-    }
-
-    /// Destroys the root key of the keystore in `dir`.
-    pub fn zeroize(dir: &Path) -> Result<(), HsmError> {
-        keystore::zeroize(dir)
-    }
-
-    fn with_root_key(root: &SecretKey32) -> Self {
-        Self {
-            root: AeadKey::new(root),
+        let hsm = Self {
+            root: AeadKey::new(&root),
             loaded: RwLock::new(HashMap::new()),
+            keystore: Some(dir.join(keystore::KEYSTORE_FILE)),
+            reported: Mutex::new(HashSet::new()),
+        };
+        Ok((hsm, report))
+    }
+
+    /// The keystore's state, failed attempts and tamper record; needs no passphrase.
+    pub fn status(dir: &Path) -> Result<KeystoreStatus, HsmError> {
+        keystore::status(dir)
+    }
+
+    /// A blob failed its integrity check: never used, and recorded once per label.
+    fn tampered(&self, label: &[u8]) -> HsmError {
+        let first = self
+            .reported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(label.to_vec());
+        if first && let Some(path) = &self.keystore {
+            let what = format!(
+                "wrapped key {:?} failed its integrity check",
+                String::from_utf8_lossy(label)
+            );
+            keystore::record_tamper(path, &what);
         }
+        HsmError::WrappedKeyCorrupt
     }
 
     fn unwrap_material(
@@ -62,13 +85,13 @@ impl SoftwareHsm {
         wrapped: &WrappedKey,
         label: &[u8],
     ) -> Result<(KeyKind, SecretBytes), HsmError> {
-        let kind = wrapped.kind().ok_or(HsmError::WrappedKeyCorrupt)?;
+        let kind = wrapped.kind().ok_or_else(|| self.tampered(label))?;
         let material = self
             .root
             .open(wrapped.sealed_part(), &WrappedKey::aad(kind, label))
-            .map_err(|_| HsmError::WrappedKeyCorrupt)?;
+            .map_err(|_| self.tampered(label))?;
         if kind.material_len().is_some_and(|len| len != material.len()) {
-            return Err(HsmError::WrappedKeyCorrupt);
+            return Err(self.tampered(label));
         }
         Ok((kind, material))
     }
@@ -454,8 +477,10 @@ mod tests {
         std::fs::write(&path, tampered).unwrap();
         assert!(matches!(
             SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
-            Err(HsmError::UnsealFailed { .. })
+            Err(HsmError::Tampered { .. })
         ));
+        let status = SoftwareHsm::status(dir.path()).unwrap();
+        assert_eq!(status.tamper_events.len(), 1);
         std::fs::write(&path, "{ not json").unwrap();
         assert!(matches!(
             SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
@@ -467,11 +492,133 @@ mod tests {
     fn zeroize_destroys_the_root_key_for_good() {
         let (dir, hsm) = dev_hsm();
         let _key = hsm.generate_key(KeyKind::Aes256, b"k").unwrap();
-        SoftwareHsm::zeroize(dir.path()).unwrap();
+        officer::zeroize(dir.path(), None).unwrap();
         assert!(!dir.path().join(keystore::DEV_UNSEAL_KEY_FILE).exists());
         assert!(matches!(
             SoftwareHsm::open(dir.path(), &UnsealWith::DevKeyFile),
             Err(HsmError::Zeroized { .. })
         ));
+    }
+
+    fn passphrase(text: &str) -> SecretBytes {
+        SecretBytes::copy_from(text.as_bytes())
+    }
+
+    fn as_user(text: &str) -> UnsealWith {
+        UnsealWith::Passphrase(passphrase(text))
+    }
+
+    /// A keystore with a cheap-to-test limit of 3 failed unseals and separate roles.
+    fn two_role_keystore() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        officer::init(dir.path(), &passphrase("officer"), &passphrase("user"), 3).unwrap();
+        dir
+    }
+
+    #[test]
+    fn wrong_passphrases_are_counted_and_the_limit_zeroizes() {
+        let dir = two_role_keystore();
+        for left in [2, 1] {
+            match SoftwareHsm::open(dir.path(), &as_user("guess")) {
+                Err(HsmError::UnsealFailed { attempts_left, .. }) => {
+                    assert_eq!(attempts_left, left)
+                }
+                other => panic!("expected UnsealFailed, got {:?}", other.err()),
+            }
+        }
+        // A success resets the count.
+        SoftwareHsm::open(dir.path(), &as_user("user")).unwrap();
+        assert_eq!(
+            SoftwareHsm::status(dir.path())
+                .unwrap()
+                .failed_unseal_attempts,
+            0
+        );
+        for _ in 0..2 {
+            assert!(SoftwareHsm::open(dir.path(), &as_user("guess")).is_err());
+        }
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &as_user("guess")),
+            Err(HsmError::Zeroized { .. })
+        ));
+        let status = SoftwareHsm::status(dir.path()).unwrap();
+        assert_eq!(status.state, "zeroized");
+        assert!(
+            status
+                .zeroized
+                .unwrap()
+                .reason
+                .contains("3 failed unseal attempts")
+        );
+        let text = std::fs::read_to_string(dir.path().join(keystore::KEYSTORE_FILE)).unwrap();
+        assert!(!text.contains("sealed_root_key"), "{text}");
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &as_user("user")),
+            Err(HsmError::Zeroized { .. })
+        ));
+    }
+
+    #[test]
+    fn the_officer_administers_and_the_user_only_unseals() {
+        let dir = two_role_keystore();
+        let (hsm, _) = SoftwareHsm::open(dir.path(), &as_user("user")).unwrap();
+        let key = hsm.generate_key(KeyKind::Aes256, b"k").unwrap();
+        let sealed = hsm.encrypt(&key, b"k", b"data", b"").unwrap();
+        assert_eq!(SoftwareHsm::status(dir.path()).unwrap().officer, "separate");
+        // The user's passphrase is not the officer's.
+        assert!(officer::authenticate(dir.path(), &passphrase("user")).is_err());
+        assert!(officer::zeroize(dir.path(), None).is_err());
+        officer::change_passphrase(
+            dir.path(),
+            &passphrase("officer"),
+            Role::User,
+            &passphrase("new user"),
+        )
+        .unwrap();
+        assert!(SoftwareHsm::open(dir.path(), &as_user("user")).is_err());
+        let (reopened, _) = SoftwareHsm::open(dir.path(), &as_user("new user")).unwrap();
+        assert_eq!(
+            reopened.decrypt(&key, b"k", &sealed, b"").unwrap().expose(),
+            b"data"
+        );
+        officer::zeroize(dir.path(), Some(&passphrase("officer"))).unwrap();
+        assert_eq!(SoftwareHsm::status(dir.path()).unwrap().state, "zeroized");
+    }
+
+    #[test]
+    fn a_tampered_passphrase_slot_is_reported_not_counted() {
+        let dir = two_role_keystore();
+        let path = dir.path().join(keystore::KEYSTORE_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let marker = "\"sealed_root_key\": \"";
+        let at = text.find(marker).unwrap() + marker.len() + 30;
+        let flipped = if &text[at..=at] == "0" { "1" } else { "0" };
+        std::fs::write(
+            &path,
+            format!("{}{}{}", &text[..at], flipped, &text[at + 1..]),
+        )
+        .unwrap();
+        assert!(matches!(
+            SoftwareHsm::open(dir.path(), &as_user("user")),
+            Err(HsmError::Tampered { .. })
+        ));
+        let status = SoftwareHsm::status(dir.path()).unwrap();
+        assert_eq!(status.failed_unseal_attempts, 0);
+        assert_eq!(status.tamper_events.len(), 1);
+    }
+
+    #[test]
+    fn a_tampered_key_blob_is_recorded_once() {
+        let (dir, hsm) = dev_hsm();
+        let key = hsm.generate_key(KeyKind::Aes256, b"k").unwrap();
+        let mut bytes = key.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = WrappedKey::from_bytes(bytes);
+        for _ in 0..3 {
+            assert!(hsm.encrypt(&tampered, b"k", b"x", b"").is_err());
+        }
+        let status = SoftwareHsm::status(dir.path()).unwrap();
+        assert_eq!(status.tamper_events.len(), 1, "{:?}", status.tamper_events);
     }
 }

@@ -1,0 +1,192 @@
+//! `atrest hsm`: the security officer's commands on the software HSM's keystore.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use atrest_crypto::SecretBytes;
+use atrest_hsm::software::backup::{self, BackupEntry};
+use atrest_hsm::software::officer;
+use atrest_hsm::{Role, SoftwareHsm, fsio};
+
+use crate::cli::{HsmCommand, OfficerArgs, RoleArg};
+use crate::datadir::{self, SERVER_PID_FILE};
+use crate::error::CliError;
+
+/// What a backup holds, relative to the data dir: the keystore (root key sealed per role), the
+/// metadata store (every wrapped key, alias, policy and user) and the account settings.
+const BACKED_UP: [&str; 3] = ["hsm/keystore.json", "metadata.redb", "atrest.json"];
+const OFFICER_ENV: &str = "ATREST_HSM_OFFICER_PASSPHRASE";
+
+pub fn run(command: HsmCommand) -> Result<(), CliError> {
+    match command {
+        HsmCommand::Status { data_dir } => status(&data_dir),
+        HsmCommand::Init {
+            data_dir,
+            officer,
+            user_passphrase_file,
+            max_failed_unseals,
+        } => {
+            let user = datadir::read_passphrase_file(&user_passphrase_file)?;
+            officer::init(
+                &hsm_dir(&data_dir),
+                &officer_passphrase(&officer)?,
+                &user,
+                max_failed_unseals,
+            )?;
+            eprintln!(
+                "atrest: keystore created in {} with separate officer and user passphrases",
+                hsm_dir(&data_dir).display()
+            );
+            Ok(())
+        }
+        HsmCommand::ChangePassphrase {
+            data_dir,
+            officer,
+            role,
+            new_passphrase_file,
+        } => {
+            let new = datadir::read_passphrase_file(&new_passphrase_file)?;
+            let role = match role {
+                RoleArg::Officer => Role::Officer,
+                RoleArg::User => Role::User,
+            };
+            officer::change_passphrase(
+                &hsm_dir(&data_dir),
+                &officer_passphrase(&officer)?,
+                role,
+                &new,
+            )?;
+            eprintln!("atrest: the {role:?} passphrase is changed");
+            Ok(())
+        }
+        HsmCommand::Backup {
+            data_dir,
+            officer,
+            out,
+        } => write_backup(&data_dir, &officer_passphrase(&officer)?, &out),
+        HsmCommand::Restore {
+            data_dir,
+            officer,
+            backup,
+        } => restore(&data_dir, &officer_passphrase(&officer)?, &backup),
+        HsmCommand::Zeroize {
+            data_dir,
+            officer_passphrase_file,
+        } => {
+            let args = OfficerArgs {
+                officer_passphrase_file,
+            };
+            let officer = officer_passphrase(&args).ok();
+            officer::zeroize(&hsm_dir(&data_dir), officer.as_ref())?;
+            eprintln!(
+                "atrest: the HSM root key in {} is destroyed; every key in this data dir is now unrecoverable",
+                data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn hsm_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("hsm")
+}
+
+fn officer_passphrase(args: &OfficerArgs) -> Result<SecretBytes, CliError> {
+    if let Some(file) = &args.officer_passphrase_file {
+        return datadir::read_passphrase_file(file);
+    }
+    match std::env::var(OFFICER_ENV) {
+        Ok(passphrase) if !passphrase.is_empty() => Ok(SecretBytes::new(passphrase.into_bytes())),
+        _ => Err(CliError::Config(format!(
+            "the officer's passphrase is needed: --officer-passphrase-file or {OFFICER_ENV}"
+        ))),
+    }
+}
+
+fn status(data_dir: &Path) -> Result<(), CliError> {
+    let keystore = SoftwareHsm::status(&hsm_dir(data_dir))?;
+    let server_pid = running_server(data_dir);
+    let mut value =
+        serde_json::to_value(&keystore).map_err(|error| CliError::Config(error.to_string()))?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("backend".into(), "software".into());
+        // "Unsealed" is a property of a process: the server holds the root key in memory.
+        object.insert("unsealed".into(), server_pid.is_some().into());
+        object.insert("server_pid".into(), server_pid.into());
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The pid of a live `atrest serve` on this data dir, from the pid file it keeps.
+fn running_server(data_dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(data_dir.join(SERVER_PID_FILE)).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn write_backup(data_dir: &Path, officer: &SecretBytes, out: &Path) -> Result<(), CliError> {
+    officer::authenticate(&hsm_dir(data_dir), officer)?;
+    // Holding the store open takes redb's exclusive lock: no server writes while we copy.
+    let store = redb::Database::open(data_dir.join("metadata.redb")).map_err(|error| {
+        CliError::Config(format!(
+            "cannot open the metadata store for a consistent copy ({error}); stop the server first"
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for name in BACKED_UP {
+        let path = data_dir.join(name);
+        let contents = fs::read(&path).map_err(|error| CliError::io(&path, error))?;
+        entries.push(BackupEntry {
+            name: name.to_owned(),
+            contents,
+        });
+    }
+    drop(store);
+    let sealed = backup::seal(officer, &entries)?;
+    fsio::write_atomically(out, &sealed, 0o600).map_err(|error| CliError::io(out, error))?;
+    eprintln!(
+        "atrest: backup of {} written to {} (encrypted under the officer's passphrase)",
+        data_dir.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn restore(data_dir: &Path, officer: &SecretBytes, from: &Path) -> Result<(), CliError> {
+    for name in BACKED_UP {
+        if data_dir.join(name).exists() {
+            return Err(CliError::Config(format!(
+                "{} already exists: restore only into a new data dir",
+                data_dir.join(name).display()
+            )));
+        }
+    }
+    let sealed = fs::read(from).map_err(|error| CliError::io(from, error))?;
+    let entries = backup::open(officer, &sealed)?;
+    for entry in &entries {
+        if !BACKED_UP.contains(&entry.name.as_str()) {
+            return Err(CliError::Config(format!(
+                "the backup holds an unexpected file {:?}",
+                entry.name
+            )));
+        }
+    }
+    fs::create_dir_all(hsm_dir(data_dir)).map_err(|error| CliError::io(data_dir, error))?;
+    for entry in &entries {
+        let path = data_dir.join(&entry.name);
+        fsio::write_atomically(&path, &entry.contents, 0o600)
+            .map_err(|error| CliError::io(&path, error))?;
+    }
+    // The restored keystore must open for the officer who made the backup.
+    officer::authenticate(&hsm_dir(data_dir), officer)?;
+    eprintln!(
+        "atrest: restored {} files into {}",
+        entries.len(),
+        data_dir.display()
+    );
+    Ok(())
+}
