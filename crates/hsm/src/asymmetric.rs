@@ -95,6 +95,25 @@ pub(crate) fn generate_pkcs8(kind: KeyKind) -> Result<SecretBytes, HsmError> {
     }
 }
 
+/// Checks that imported material is a PKCS #8 private key of exactly `kind` (curve or RSA
+/// modulus size), before it is sealed as that kind.
+pub(crate) fn validate_import(kind: KeyKind, pkcs8: &[u8]) -> Result<(), HsmError> {
+    let rejected =
+        || HsmError::ImportRejected(format!("not a PKCS #8 {} private key", kind.name()));
+    let loaded = load(kind, pkcs8).map_err(|_| rejected())?;
+    if let (AsymmetricKey::Rsa { signing, .. }, Some(size)) = (&loaded, rsa_size(kind)) {
+        let expected = match size {
+            KeySize::Rsa2048 => 256,
+            KeySize::Rsa3072 => 384,
+            _ => 512,
+        };
+        if signing.public_modulus_len() != expected {
+            return Err(rejected());
+        }
+    }
+    Ok(())
+}
+
 /// Parses PKCS #8 DER of `kind`; a mismatch means the stored material is not what it claims.
 pub(crate) fn load(kind: KeyKind, pkcs8: &[u8]) -> Result<AsymmetricKey, HsmError> {
     fn corrupt<E>(_: E) -> HsmError {

@@ -120,6 +120,16 @@ pub trait Hsm: Send + Sync {
     /// design, for the caller to wrap) and its SubjectPublicKeyInfo.
     fn generate_key_pair(&self, kind: KeyKind) -> Result<(SecretBytes, Vec<u8>), HsmError>;
 
+    /// Takes key material made outside (BYOK, already unwrapped from its import wrapping) into
+    /// the HSM as `kind`: symmetric material must have the kind's length, asymmetric material
+    /// must be PKCS #8 of that kind. Returns it wrapped, as [`Hsm::generate_key`] does.
+    fn import_key(
+        &self,
+        kind: KeyKind,
+        label: &[u8],
+        material: &SecretBytes,
+    ) -> Result<WrappedKey, HsmError>;
+
     /// Drops any cached unwrapped form of `key` (called when a key is deleted).
     fn forget(&self, key: &WrappedKey, label: &[u8]);
 }
@@ -168,6 +178,8 @@ pub enum HsmError {
     PassphraseNotExpected,
     #[error("input is too long for this key and algorithm (at most {max} bytes)")]
     InputTooLong { max: usize },
+    #[error("the key material cannot be imported: {0}")]
+    ImportRejected(String),
     #[error("HSM operation failed: {0}")]
     Backend(String),
     #[error("HSM storage I/O failed: {0}")]

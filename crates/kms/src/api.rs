@@ -93,6 +93,10 @@ pub struct KeyMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,
     pub origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
     pub key_manager: String,
     pub customer_master_key_spec: String,
     pub key_spec: String,
@@ -550,3 +554,31 @@ pub struct ListGrantsResponse {
 /// Operations whose response has no members answer `{}`.
 #[derive(Debug, Serialize)]
 pub struct Empty {}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetParametersForImportRequest {
+    pub key_id: String,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetParametersForImportResponse {
+    pub key_id: String,
+    pub import_token: Blob,
+    pub public_key: Blob,
+    pub parameters_valid_to: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImportKeyMaterialRequest {
+    pub key_id: String,
+    pub import_token: Blob,
+    pub encrypted_key_material: Blob,
+    /// Epoch seconds; the SDKs send a number, possibly with a fraction.
+    pub valid_to: Option<f64>,
+    pub expiration_model: Option<String>,
+}

@@ -15,6 +15,12 @@ pub enum KmsError {
     #[error("{0}")]
     IncorrectKey(String),
     #[error("{0}")]
+    IncorrectKeyMaterial(String),
+    #[error("{0}")]
+    InvalidImportToken(String),
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    #[error("{0}")]
     InvalidAliasName(String),
     #[error("{0}")]
     InvalidArn(String),
@@ -61,6 +67,9 @@ impl KmsError {
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::Disabled(_) => "DisabledException",
             KmsError::IncorrectKey(_) => "IncorrectKeyException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
+            KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
+            KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
             KmsError::InvalidArn(_) => "InvalidArnException",
             KmsError::InvalidCiphertext => "InvalidCiphertextException",

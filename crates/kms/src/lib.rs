@@ -74,6 +74,7 @@ impl Kms {
     pub fn run_due_work(&self) -> Result<(usize, usize), KmsError> {
         let now = self.clock.now();
         let rotated = self.rotate_due_keys(now)?;
+        self.expire_imported_material(now)?;
         let deleted = self.delete_due_keys(now)?;
         Ok((rotated, deleted))
     }

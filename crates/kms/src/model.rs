@@ -153,6 +153,41 @@ pub enum KeyState {
     Enabled,
     Disabled,
     PendingDeletion,
+    /// An `EXTERNAL` key without key material: created so, or its material was deleted or
+    /// expired. Only ImportKeyMaterial brings it back.
+    PendingImport,
+}
+
+/// Where a key's material came from (AWS's `Origin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Generated inside the HSM.
+    #[default]
+    AwsKms,
+    /// Imported by the customer (BYOK).
+    External,
+}
+
+/// How the current import of an `EXTERNAL` key's material expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportedMaterial {
+    /// `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    pub expiration_model: String,
+    /// When the material is deleted (epoch seconds), for `KEY_MATERIAL_EXPIRES`.
+    pub valid_to: Option<i64>,
+}
+
+/// One GetParametersForImport answer: the RSA wrapping key (its private half wrapped by the
+/// HSM) and the token that names it, valid for 24 hours.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportParameters {
+    #[serde(with = "hex_bytes")]
+    pub token: Vec<u8>,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+    #[serde(with = "hex_bytes")]
+    pub wrapped_private_key: Vec<u8>,
+    pub valid_to: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +232,18 @@ pub struct KeyRecord {
     pub grants: Vec<GrantRecord>,
     #[serde(default)]
     pub manager: KeyManager,
+    #[serde(default)]
+    pub origin: Origin,
+    /// Outstanding import parameters of an `EXTERNAL` key (newest last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub import_parameters: Vec<ImportParameters>,
+    /// The expiration of the material currently imported, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedMaterial>,
+    /// HMAC-SHA256 of the first imported material under a fixed message (a key check value),
+    /// so a reimport can be refused unless it is the same material, as AWS requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_check: Option<String>,
 }
 
 /// Who manages a key (AWS's `KeyManager`, plus the keys AWS services own and never show).

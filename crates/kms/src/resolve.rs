@@ -122,7 +122,23 @@ impl Kms {
                 self.key_arn(&record.key_id)
             ))),
             KeyState::PendingDeletion => Err(self.pending_deletion(record)),
+            KeyState::PendingImport => Err(self.pending_import(record)),
         }
+    }
+
+    /// Refuses state changes to a key that has no key material yet (or any more).
+    pub(crate) fn require_not_pending_import(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        match record.state {
+            KeyState::PendingImport => Err(self.pending_import(record)),
+            _ => Ok(()),
+        }
+    }
+
+    fn pending_import(&self, record: &KeyRecord) -> KmsError {
+        KmsError::InvalidState(format!(
+            "{} is pending import.",
+            self.key_arn(&record.key_id)
+        ))
     }
 
     /// Refuses changes to keys that are scheduled for deletion.

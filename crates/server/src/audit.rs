@@ -12,8 +12,10 @@ use crate::query::Params;
 
 /// Request members that carry plaintext, secrets or ciphertext: never recorded (CloudTrail
 /// omits the same ones).
-const SECRET_MEMBERS: [&str; 7] = [
+const SECRET_MEMBERS: [&str; 9] = [
     "Plaintext",
+    "EncryptedKeyMaterial",
+    "ImportToken",
     "Message",
     "CiphertextBlob",
     "Mac",

@@ -363,6 +363,35 @@ impl Hsm for SoftwareHsm {
         Ok((private, public))
     }
 
+    fn import_key(
+        &self,
+        kind: KeyKind,
+        label: &[u8],
+        material: &SecretBytes,
+    ) -> Result<WrappedKey, HsmError> {
+        match kind.material_len() {
+            _ if kind == KeyKind::Secret => {
+                return Err(HsmError::WrongKeyKind {
+                    actual: kind.name(),
+                    operation: "import_key",
+                });
+            }
+            Some(len) if material.len() != len => {
+                return Err(HsmError::ImportRejected(format!(
+                    "{} key material must be {len} bytes, not {}",
+                    kind.name(),
+                    material.len()
+                )));
+            }
+            Some(_) => {}
+            None => asymmetric::validate_import(kind, material.expose())?,
+        }
+        let sealed = self
+            .root
+            .seal(material.expose(), &WrappedKey::aad(kind, label));
+        Ok(WrappedKey::assemble(kind, sealed))
+    }
+
     fn forget(&self, key: &WrappedKey, label: &[u8]) {
         let mut cache = self.write_cache();
         if cache

@@ -10,7 +10,7 @@ use crate::api::{
     ListKeysResponse, PageRequest, ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse,
     UpdateKeyDescriptionRequest,
 };
-use crate::model::{KeyManager, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion};
+use crate::model::{KeyManager, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion, Origin};
 use crate::resolve::{Aliases, material_label, page_limit};
 use atrest_policy::Context;
 
@@ -38,9 +38,10 @@ impl Kms {
                 "KEY_AGREEMENT keys are not supported by atrest".into(),
             ));
         }
-        match request.origin.as_deref() {
-            None | Some("AWS_KMS") => {}
-            Some(origin @ ("EXTERNAL" | "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+        let origin = match request.origin.as_deref() {
+            None | Some("AWS_KMS") => Origin::AwsKms,
+            Some("EXTERNAL") => Origin::External,
+            Some(origin @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
                 return Err(KmsError::UnsupportedOperation(format!(
                     "Origin {origin} is not supported"
                 )));
@@ -52,7 +53,7 @@ impl Kms {
                     "[AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE]",
                 ));
             }
-        }
+        };
         if request.multi_region == Some(true) {
             return Err(KmsError::UnsupportedOperation(
                 "Multi-Region keys are not supported".into(),
@@ -70,25 +71,36 @@ impl Kms {
 
         let key_id = new_key_id(&self.hsm.random(16));
         let now = self.clock.now();
-        let wrapped = self
-            .hsm
-            .generate_key(kind, &material_label(&key_id, 1))
-            .map_err(|error| KmsError::internal("HSM key generation", error))?;
+        // An EXTERNAL key starts without material, waiting for ImportKeyMaterial.
+        let versions = match origin {
+            Origin::External => Vec::new(),
+            Origin::AwsKms => {
+                let wrapped = self
+                    .hsm
+                    .generate_key(kind, &material_label(&key_id, 1))
+                    .map_err(|error| KmsError::internal("HSM key generation", error))?;
+                vec![KeyVersion {
+                    number: 1,
+                    wrapped: wrapped.as_bytes().to_vec(),
+                    created: now,
+                    rotation_type: None,
+                }]
+            }
+        };
+        let state = match origin {
+            Origin::External => KeyState::PendingImport,
+            Origin::AwsKms => KeyState::Enabled,
+        };
         let record = KeyRecord {
             key_id,
             created: now,
             description,
             key_spec: spec,
             key_usage: usage,
-            state: KeyState::Enabled,
+            state,
             deletion_date: None,
             pending_window_days: None,
-            versions: vec![KeyVersion {
-                number: 1,
-                wrapped: wrapped.as_bytes().to_vec(),
-                created: now,
-                rotation_type: None,
-            }],
+            versions,
             rotation_enabled: false,
             rotation_period_days: None,
             next_rotation: None,
@@ -97,6 +109,10 @@ impl Kms {
             policy: request.policy,
             grants: Vec::new(),
             manager: KeyManager::Customer,
+            origin,
+            import_parameters: Vec::new(),
+            imported: None,
+            material_check: None,
         };
         if let Some(text) = &record.policy {
             let policy = self.parsed_policy(text, true)?;
@@ -235,7 +251,12 @@ impl Kms {
                     self.key_arn(&record.key_id)
                 )));
             }
-            record.state = KeyState::Disabled;
+            // AWS: Disabled, or PendingImport for an EXTERNAL key whose material is gone.
+            record.state = if record.versions.is_empty() {
+                KeyState::PendingImport
+            } else {
+                KeyState::Disabled
+            };
             record.deletion_date = None;
             record.pending_window_days = None;
             Ok(())
@@ -292,6 +313,7 @@ impl Kms {
         };
         self.update_authorized(ctx, key_ref, action, &mut |record| {
             self.require_not_pending_deletion(record)?;
+            self.require_not_pending_import(record)?;
             record.state = if enabled {
                 KeyState::Enabled
             } else {
@@ -333,7 +355,19 @@ impl Kms {
             key_state: state_name(record.state).to_owned(),
             deletion_date: record.deletion_date,
             pending_deletion_window_in_days: None,
-            origin: "AWS_KMS".into(),
+            origin: match record.origin {
+                Origin::AwsKms => "AWS_KMS",
+                Origin::External => "EXTERNAL",
+            }
+            .into(),
+            expiration_model: record
+                .imported
+                .as_ref()
+                .map(|imported| imported.expiration_model.clone()),
+            valid_to: record
+                .imported
+                .as_ref()
+                .and_then(|imported| imported.valid_to),
             key_manager: match record.manager {
                 KeyManager::Customer => "CUSTOMER",
                 KeyManager::Aws | KeyManager::Owned => "AWS",
@@ -435,6 +469,7 @@ fn state_name(state: KeyState) -> &'static str {
         KeyState::Enabled => "Enabled",
         KeyState::Disabled => "Disabled",
         KeyState::PendingDeletion => "PendingDeletion",
+        KeyState::PendingImport => "PendingImport",
     }
 }
 

@@ -4,6 +4,7 @@ mod aliases;
 mod asymmetric;
 mod cryptography;
 mod grants;
+mod import;
 mod keys;
 mod policies;
 mod rotation;

@@ -10,7 +10,7 @@ use crate::api::{
     EnableKeyRotationRequest, KeyIdRequest, KeyIdResponse, KeyRotationStatusResponse,
     ListKeyRotationsResponse, PageRequest, RotationEntry,
 };
-use crate::model::{KeyRecord, KeySpec, KeyState, KeyVersion, RotationType};
+use crate::model::{KeyRecord, KeySpec, KeyState, KeyVersion, Origin, RotationType};
 use crate::resolve::{Aliases, material_label, page_limit};
 use atrest_policy::Context;
 
@@ -231,6 +231,12 @@ impl Kms {
     /// Only symmetric encryption keys with KMS-generated material rotate (AWS rule).
     fn require_rotatable(&self, record: &KeyRecord) -> Result<(), KmsError> {
         self.require_not_pending_deletion(record)?;
+        if record.origin == Origin::External {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} has imported key material; atrest does not rotate imported key material",
+                self.key_arn(&record.key_id)
+            )));
+        }
         if record.key_spec != KeySpec::SYMMETRIC_DEFAULT {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} is not a symmetric encryption key and does not support rotation",

@@ -34,6 +34,9 @@ pub fn is_mutating(operation: &str) -> bool {
             | "CreateGrant"
             | "RetireGrant"
             | "RevokeGrant"
+            | "GetParametersForImport"
+            | "ImportKeyMaterial"
+            | "DeleteImportedKeyMaterial"
     )
 }
 
@@ -98,6 +101,9 @@ pub fn dispatch(
         "GetKeyPolicy" => respond!(get_key_policy),
         "PutKeyPolicy" => no_content!(put_key_policy),
         "ListKeyPolicies" => respond!(list_key_policies),
+        "GetParametersForImport" => respond!(get_parameters_for_import),
+        "ImportKeyMaterial" => respond!(import_key_material),
+        "DeleteImportedKeyMaterial" => respond!(delete_imported_key_material),
         other => Err(WireError::unsupported_operation(other)),
     }
 }
