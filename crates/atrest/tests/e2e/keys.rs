@@ -201,14 +201,19 @@ async fn operations_atrest_does_not_offer_are_unsupported_not_404() {
     let server = Server::start();
     let kms = server.client();
     assert_code(
-        kms.create_custom_key_store()
-            .custom_key_store_name("x")
+        kms.update_primary_region()
+            .key_id("alias/x")
+            .primary_region("eu-west-1")
             .send()
             .await,
         "UnsupportedOperationException",
     );
     assert_code(
-        kms.import_key_material().key_id("alias/x").send().await,
+        kms.replicate_key()
+            .key_id("alias/x")
+            .replica_region("eu-west-1")
+            .send()
+            .await,
         "UnsupportedOperationException",
     );
 }
