@@ -30,7 +30,8 @@ def test_errors_match_aws_types_and_statuses(kms):
         (lambda: kms.generate_random(NumberOfBytes=1025), "ValidationException"),
         (lambda: kms.create_alias(AliasName="alias/aws/reserved", TargetKeyId="alias/x"), "InvalidAliasNameException"),
         (lambda: kms.get_parameters_for_import(KeyId="k", WrappingAlgorithm="RSAES_OAEP_SHA_256",
-                                               WrappingKeySpec="RSA_2048"), "UnsupportedOperationException"),
+                                               WrappingKeySpec="RSA_2048"), "NotFoundException"),
+        (lambda: kms.replicate_key(KeyId="k", ReplicaRegion="eu-west-1"), "UnsupportedOperationException"),
     ]
     for call, expected in cases:
         with pytest.raises(ClientError) as excinfo:
