@@ -246,6 +246,19 @@ pub struct DataDirArgs {
     /// File holding the HSM passphrase (else ATREST_HSM_PASSPHRASE; with neither, dev mode).
     #[arg(long)]
     pub hsm_passphrase_file: Option<PathBuf>,
+    /// The HSM backend: the sealed software keystore, or a PKCS#11 token; fixed when the data
+    /// dir is initialised [default: software].
+    #[arg(long, value_enum, env = "ATREST_HSM")]
+    pub hsm: Option<HsmBackend>,
+    /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, env = "ATREST_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the PKCS#11 token that holds the root key.
+    #[arg(long, env = "ATREST_PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// File holding the token's user PIN.
+    #[arg(long, env = "ATREST_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// AWS region in ARNs and SigV4 scopes; fixed when the data dir is initialised [default: us-east-1].
     #[arg(long)]
     pub region: Option<String>,
@@ -375,6 +388,12 @@ pub struct OfficerArgs {
     /// File holding the officer's passphrase (else ATREST_HSM_OFFICER_PASSPHRASE).
     #[arg(long)]
     pub officer_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HsmBackend {
+    Software,
+    Pkcs11,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

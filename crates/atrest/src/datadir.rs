@@ -11,7 +11,7 @@ use atrest_hsm::{Hsm, SoftwareHsm, UnsealWith, fsio};
 use atrest_kms::{CachingStore, Clock, Kms, NewCredentials, RedbStore};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::DataDirArgs;
+use crate::cli::{DataDirArgs, HsmBackend};
 use crate::error::CliError;
 
 const SETTINGS_FILE: &str = "atrest.json";
@@ -38,6 +38,21 @@ pub struct Opened {
 struct Settings {
     region: String,
     account_id: String,
+    /// The HSM backend, fixed at initialisation: a data dir's blobs open only under its root.
+    #[serde(default)]
+    hsm: HsmSettings,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+enum HsmSettings {
+    #[default]
+    Software,
+    Pkcs11 {
+        token_label: String,
+        /// The root key object's label on the token, unique to this data dir.
+        root_key_label: String,
+    },
 }
 
 pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
@@ -47,20 +62,11 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
         .map_err(|error| CliError::io(dir, error))?;
     let settings = settings(dir, args)?;
 
-    let unseal = unseal_source(args)?;
-    let (hsm, report) = SoftwareHsm::open(&dir.join("hsm"), &unseal)?;
-    if report.dev_mode {
-        tracing::warn!(
-            "DEV MODE: the HSM root key is sealed under a key file in {} — anyone who can read the \
-             data dir can read every key. Set ATREST_HSM_PASSPHRASE or --hsm-passphrase-file for real use.",
-            dir.join("hsm").display()
-        );
-    }
+    let (hsm, hsm_backend) = open_configured_hsm(args, &settings)?;
     let redb_store = RedbStore::open(&dir.join("metadata.redb"))?;
     let database = redb_store.database();
     let store = CachingStore::new(redb_store);
     let clock = clock_from_env()?;
-    let hsm: Arc<dyn Hsm> = Arc::new(hsm);
     let kms = Arc::new(Kms::new(
         Arc::new(store),
         Arc::clone(&hsm),
@@ -72,7 +78,7 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
     Ok(Opened {
         kms,
         hsm,
-        hsm_backend: "software",
+        hsm_backend,
         database,
         new_root,
     })
@@ -80,9 +86,77 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
 
 /// Opens only the HSM of a data dir (what `atrest audit` needs; the store may be in use).
 pub fn open_hsm(args: &DataDirArgs) -> Result<Arc<dyn Hsm>, CliError> {
-    let unseal = unseal_source(args)?;
-    let (hsm, _) = SoftwareHsm::open(&args.data_dir.join("hsm"), &unseal)?;
-    Ok(Arc::new(hsm))
+    let settings = settings(&args.data_dir, args)?;
+    open_configured_hsm(args, &settings).map(|(hsm, _)| hsm)
+}
+
+/// Opens the backend the data dir was initialised with; the flags must agree with it.
+fn open_configured_hsm(
+    args: &DataDirArgs,
+    settings: &Settings,
+) -> Result<(Arc<dyn Hsm>, &'static str), CliError> {
+    let dir = &args.data_dir;
+    match &settings.hsm {
+        HsmSettings::Software => {
+            if args.hsm == Some(HsmBackend::Pkcs11) {
+                return Err(CliError::Config(format!(
+                    "{} was initialised with the software HSM, not --hsm pkcs11",
+                    dir.display()
+                )));
+            }
+            let unseal = unseal_source(args)?;
+            let (hsm, report) = SoftwareHsm::open(&dir.join("hsm"), &unseal)?;
+            if report.dev_mode {
+                tracing::warn!(
+                    "DEV MODE: the HSM root key is sealed under a key file in {} — anyone who can read the \
+                     data dir can read every key. Set ATREST_HSM_PASSPHRASE or --hsm-passphrase-file for real use.",
+                    dir.join("hsm").display()
+                );
+            }
+            Ok((Arc::new(hsm), "software"))
+        }
+        HsmSettings::Pkcs11 {
+            token_label,
+            root_key_label,
+        } => {
+            if args.hsm == Some(HsmBackend::Software) {
+                return Err(CliError::Config(format!(
+                    "{} was initialised with --hsm pkcs11 (token {token_label:?})",
+                    dir.display()
+                )));
+            }
+            if let Some(given) = &args.pkcs11_token_label
+                && given != token_label
+            {
+                return Err(CliError::Config(format!(
+                    "--pkcs11-token-label {given} differs from {token_label}, fixed when {} was initialised",
+                    dir.display()
+                )));
+            }
+            let (module, pin_file) = match (&args.pkcs11_module, &args.pkcs11_pin_file) {
+                (Some(module), Some(pin_file)) => (module.clone(), pin_file),
+                _ => {
+                    return Err(CliError::Config(
+                        "the PKCS#11 backend needs --pkcs11-module and --pkcs11-pin-file".into(),
+                    ));
+                }
+            };
+            let config = atrest_hsm::pkcs11::Pkcs11Config {
+                module,
+                token_label: token_label.clone(),
+                pin: read_passphrase_file(pin_file)?,
+                root_key_label: root_key_label.clone(),
+            };
+            // A data dir without metadata yet is new: its root key may be created.
+            let policy = if dir.join("metadata.redb").exists() {
+                atrest_hsm::pkcs11::RootKeyPolicy::MustExist
+            } else {
+                atrest_hsm::pkcs11::RootKeyPolicy::CreateIfMissing
+            };
+            let hsm = atrest_hsm::pkcs11::open(&config, policy)?;
+            Ok((Arc::new(hsm), "pkcs11"))
+        }
+    }
 }
 
 pub fn audit_dir(args: &DataDirArgs) -> PathBuf {
@@ -112,7 +186,20 @@ fn settings(dir: &Path, args: &DataDirArgs) -> Result<Settings, CliError> {
         }
         return Ok(stored);
     }
+    let hsm = match args.hsm {
+        None | Some(HsmBackend::Software) => HsmSettings::Software,
+        Some(HsmBackend::Pkcs11) => HsmSettings::Pkcs11 {
+            token_label: args.pkcs11_token_label.clone().ok_or_else(|| {
+                CliError::Config("--hsm pkcs11 needs --pkcs11-token-label".into())
+            })?,
+            root_key_label: format!(
+                "atrest-root-{}",
+                hex::encode(atrest_crypto::random::bytes(8))
+            ),
+        },
+    };
     let settings = Settings {
+        hsm,
         region: args
             .region
             .clone()

@@ -9,12 +9,15 @@
 
 mod asymmetric;
 pub mod fsio;
+pub mod pkcs11;
+mod root;
 pub mod software;
 mod wrapped;
 
 use atrest_crypto::SecretBytes;
 
 pub use asymmetric::{Message, OaepHash, SigningAlgorithm};
+pub use root::RootKey;
 pub use software::{Role, SoftwareHsm, UnsealWith};
 pub use wrapped::{KeyKind, WrappedKey};
 
@@ -180,6 +183,8 @@ pub enum HsmError {
     InputTooLong { max: usize },
     #[error("the key material cannot be imported: {0}")]
     ImportRejected(String),
+    #[error("the HSM is unavailable: {0}")]
+    Unavailable(String),
     #[error("HSM operation failed: {0}")]
     Backend(String),
     #[error("HSM storage I/O failed: {0}")]

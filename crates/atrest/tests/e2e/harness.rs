@@ -16,6 +16,8 @@ pub const ROOT_SECRET: &str = "atrest-test-root-secret-key-0000000000000";
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The SoftHSM2 token of a server on the PKCS#11 backend.
+    pub token: Option<Token>,
     child: Option<Child>,
     env: Vec<(String, String)>,
     args: Vec<String>,
@@ -50,6 +52,7 @@ impl Server {
         let mut server = Server {
             dir,
             port: 0,
+            token: None,
             child: None,
             env: env
                 .iter()
@@ -57,8 +60,40 @@ impl Server {
                 .collect(),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
+        // The KMS suite runs a second time with its root key on a SoftHSM2 token.
+        if std::env::var("ATREST_TEST_HSM").as_deref() == Ok("pkcs11") {
+            server.use_token(Token::new("atrest-e2e"));
+        }
         server.spawn()?;
         Ok(server)
+    }
+
+    /// A fresh data dir whose root key is created on `token`.
+    pub fn start_on_token(token: Token) -> Self {
+        let mut server = Server {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: 0,
+            token: None,
+            child: None,
+            env: Vec::new(),
+            args: Vec::new(),
+        };
+        server.use_token(token);
+        server.spawn().expect("server starts on the token");
+        server
+    }
+
+    /// Puts this server's root key on `token` (set before the data dir is initialised).
+    pub fn use_token(&mut self, token: Token) {
+        self.env.extend(token.server_env());
+        self.token = Some(token);
+    }
+
+    /// Swaps in another token (as if the data dir moved to a machine with a different HSM).
+    pub fn replace_token(&mut self, token: Token) {
+        let old: Vec<String> = token.server_env().into_iter().map(|(key, _)| key).collect();
+        self.env.retain(|(key, _)| !old.contains(key));
+        self.use_token(token);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -143,10 +178,14 @@ impl Server {
 
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
         self.kill9();
-        self.env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        // The token's settings first, so that `env` can override them (a wrong PIN file).
+        self.env = self
+            .token
+            .as_ref()
+            .map(Token::server_env)
+            .unwrap_or_default();
+        self.env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         self.spawn()
     }
 
@@ -212,6 +251,74 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The PKCS#11 module Debian's `softhsm2` installs.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const TOKEN_PIN: &str = "4321-user-pin";
+
+/// A fresh SoftHSM2 token in its own directory (SOFTHSM2_CONF points at it), with a user PIN.
+pub struct Token {
+    pub dir: tempfile::TempDir,
+    pub label: String,
+}
+
+impl Token {
+    pub fn new(label: &str) -> Self {
+        assert!(
+            Path::new(SOFTHSM_MODULE).exists(),
+            "{SOFTHSM_MODULE} is missing: install Debian's softhsm2 (the README's test command does)"
+        );
+        let dir = tempfile::tempdir().expect("token dir");
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pin"), format!("{TOKEN_PIN}\n")).unwrap();
+        let token = Token {
+            dir,
+            label: label.to_owned(),
+        };
+        let output = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--pin", TOKEN_PIN, "--so-pin", "8765-so-pin"])
+            .env("SOFTHSM2_CONF", token.conf())
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        token
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    pub fn pin_file(&self) -> PathBuf {
+        self.dir.path().join("pin")
+    }
+
+    /// What `atrest` needs to use this token.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SOFTHSM2_CONF".into(), self.conf().display().to_string()),
+            ("ATREST_HSM".into(), "pkcs11".into()),
+            ("ATREST_PKCS11_MODULE".into(), SOFTHSM_MODULE.into()),
+            ("ATREST_PKCS11_TOKEN_LABEL".into(), self.label.clone()),
+            (
+                "ATREST_PKCS11_PIN_FILE".into(),
+                self.pin_file().display().to_string(),
+            ),
+        ]
     }
 }
 

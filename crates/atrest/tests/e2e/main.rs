@@ -16,6 +16,7 @@ mod fields;
 mod keys;
 mod mac;
 mod officer;
+mod pkcs11;
 mod policies;
 mod rotation;
 mod s3;

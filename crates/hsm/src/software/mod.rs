@@ -1,5 +1,6 @@
-//! The default HSM backend: keys live in process memory, unwrapped on demand from blobs sealed
-//! under a root key that is itself sealed in [`keystore`].
+//! The key engine of both backends: keys are used in process memory, unwrapped on demand from
+//! blobs sealed under a [`RootKey`]. The default (software) backend's root key is sealed in
+//! [`keystore`]; the PKCS#11 backend's never leaves its token (`crate::pkcs11`).
 //!
 //! Unwrapped keys are cached (as a hardware HSM keeps loaded key handles), bounded in number, and
 //! are zeroized when evicted: `AeadKey` and `hmac::Key` live inside AWS-LC, which cleanses key
@@ -19,6 +20,7 @@ use aws_lc_rs::hmac;
 pub use keystore::{KeystoreStatus, OpenReport, Role, UnsealWith};
 
 use crate::asymmetric::{self, AsymmetricKey};
+use crate::root::RootKey;
 use crate::{Hsm, HsmError, KeyKind, Message, OaepHash, SigningAlgorithm, WrappedKey};
 
 /// Unwrapped keys kept loaded; beyond this the cache is emptied and refilled on demand.
@@ -28,7 +30,8 @@ const CACHE_CAPACITY: usize = 4096;
 type KeyCache = HashMap<Vec<u8>, (Vec<u8>, Arc<LoadedKey>)>;
 
 pub struct SoftwareHsm {
-    root: AeadKey,
+    root: Box<dyn RootKey>,
+    backend: &'static str,
     /// Loaded keys by label, each with the wrapped bytes it came from (checked on every hit, so
     /// a different blob under a reused label is never served from the cache).
     loaded: RwLock<KeyCache>,
@@ -49,13 +52,21 @@ impl SoftwareHsm {
     /// Opens (or on first use creates) the keystore in `dir` and unseals the root key.
     pub fn open(dir: &Path, unseal: &UnsealWith) -> Result<(Self, OpenReport), HsmError> {
         let (root, report) = keystore::open_or_create(dir, unseal)?;
-        let hsm = Self {
-            root: AeadKey::new(&root),
-            loaded: RwLock::new(HashMap::new()),
-            keystore: Some(dir.join(keystore::KEYSTORE_FILE)),
-            reported: Mutex::new(HashSet::new()),
-        };
+        let mut hsm = Self::with_root(Box::new(AeadKey::new(&root)), "software");
+        hsm.keystore = Some(dir.join(keystore::KEYSTORE_FILE));
         Ok((hsm, report))
+    }
+
+    /// The engine over any root key; `backend` names it in logs and health output. Tamper
+    /// events go to the log only (a token keeps its own audit).
+    pub fn with_root(root: Box<dyn RootKey>, backend: &'static str) -> Self {
+        Self {
+            root,
+            backend,
+            loaded: RwLock::new(HashMap::new()),
+            keystore: None,
+            reported: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The keystore's state, failed attempts and tamper record; needs no passphrase.
@@ -89,7 +100,10 @@ impl SoftwareHsm {
         let material = self
             .root
             .open(wrapped.sealed_part(), &WrappedKey::aad(kind, label))
-            .map_err(|_| self.tampered(label))?;
+            .map_err(|error| match error {
+                HsmError::WrappedKeyCorrupt => self.tampered(label),
+                unavailable => unavailable,
+            })?;
         if kind.material_len().is_some_and(|len| len != material.len()) {
             return Err(self.tampered(label));
         }
@@ -199,7 +213,7 @@ impl SoftwareHsm {
 
 impl Hsm for SoftwareHsm {
     fn backend_name(&self) -> &'static str {
-        "software"
+        self.backend
     }
 
     fn generate_key(&self, kind: KeyKind, label: &[u8]) -> Result<WrappedKey, HsmError> {
@@ -215,7 +229,7 @@ impl Hsm for SoftwareHsm {
         };
         let sealed = self
             .root
-            .seal(material.expose(), &WrappedKey::aad(kind, label));
+            .seal(material.expose(), &WrappedKey::aad(kind, label))?;
         Ok(WrappedKey::assemble(kind, sealed))
     }
 
@@ -284,7 +298,7 @@ impl Hsm for SoftwareHsm {
     fn wrap_secret(&self, secret: &SecretBytes, label: &[u8]) -> Result<WrappedKey, HsmError> {
         let sealed = self
             .root
-            .seal(secret.expose(), &WrappedKey::aad(KeyKind::Secret, label));
+            .seal(secret.expose(), &WrappedKey::aad(KeyKind::Secret, label))?;
         Ok(WrappedKey::assemble(KeyKind::Secret, sealed))
     }
 
@@ -388,7 +402,7 @@ impl Hsm for SoftwareHsm {
         }
         let sealed = self
             .root
-            .seal(material.expose(), &WrappedKey::aad(kind, label));
+            .seal(material.expose(), &WrappedKey::aad(kind, label))?;
         Ok(WrappedKey::assemble(kind, sealed))
     }
 
