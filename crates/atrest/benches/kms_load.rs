@@ -8,6 +8,10 @@
 //! realistic 10-statement conditional key policy within 20% of the default policy (issue 3).
 //! Every request also appends a durable audit record (fsync before the response).
 //!
+//! When SoftHSM2 is installed, a second server runs with its root key on a SoftHSM2 token (the
+//! PKCS#11 backend), and Encrypt and CreateKey are measured on both in the same run (issue 7).
+//! Encrypt with a loaded key never reaches the token; CreateKey wraps a new key on it.
+//!
 //! Run: `cargo bench -p atrest --bench kms_load` (optional: `ATREST_BENCH_SECONDS`,
 //! `ATREST_BENCH_CONNECTIONS`). Requests are signed once and replayed (valid for SigV4's
 //! 5-minute window), so the client's signing cost is not measured.
@@ -23,7 +27,9 @@ use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use support::{env_or, free_port, start_atrest};
+use support::{env_or, free_port, start_atrest, start_atrest_with_env};
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 fn main() {
     let seconds: u64 = env_or("ATREST_BENCH_SECONDS", 5);
@@ -49,18 +55,121 @@ fn main() {
         let _ = server.wait();
         let _ = std::fs::remove_dir_all(&data_dir);
     }
-    if let Err(error) = result {
-        eprintln!("benchmark failed: {error}");
-        std::process::exit(1);
+    let software = match result {
+        Ok(rates) => rates,
+        Err(error) => {
+            eprintln!("benchmark failed: {error}");
+            std::process::exit(1);
+        }
+    };
+    if external.is_none() && std::path::Path::new(SOFTHSM_MODULE).exists() {
+        if let Err(error) = runtime.block_on(pkcs11_run(&software, seconds, connections)) {
+            eprintln!("PKCS#11 benchmark failed: {error}");
+            std::process::exit(1);
+        }
+    } else if external.is_none() {
+        println!("(no {SOFTHSM_MODULE}: install softhsm2 for the PKCS#11 run)");
     }
 }
 
-async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> {
-    let key_id = create_key(port).await?;
-    let encrypt_body = format!(
+/// The same server with its root key on a fresh SoftHSM2 token; prints Encrypt and CreateKey
+/// next to the software HSM's from the run before.
+async fn pkcs11_run(
+    software: &[(&'static str, f64)],
+    seconds: u64,
+    connections: usize,
+) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("atrest-bench-p11-{}", std::process::id()));
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("pin"), "1234").map_err(|e| e.to_string())?;
+    let status = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "atrest-bench",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("softhsm2-util --init-token failed".into());
+    }
+    let env = [
+        ("SOFTHSM2_CONF".to_owned(), conf.display().to_string()),
+        ("ATREST_HSM".to_owned(), "pkcs11".to_owned()),
+        ("ATREST_PKCS11_MODULE".to_owned(), SOFTHSM_MODULE.to_owned()),
+        (
+            "ATREST_PKCS11_TOKEN_LABEL".to_owned(),
+            "atrest-bench".to_owned(),
+        ),
+        (
+            "ATREST_PKCS11_PIN_FILE".to_owned(),
+            dir.join("pin").display().to_string(),
+        ),
+    ];
+    let port = free_port();
+    let mut server = start_atrest_with_env(&dir.join("data"), port, free_port(), &[], &env);
+    let result = async {
+        let key_id = create_key(port).await?;
+        let encrypt = signed_request("Encrypt", &encrypt_body(&key_id));
+        println!("\nsame server, root key on a SoftHSM2 token (PKCS#11 backend):");
+        let mut ratios = Vec::new();
+        for (name, request) in [("Encrypt", encrypt), ("CreateKey", signed_request("CreateKey", "{}"))] {
+            let stats = load(port, request, connections, Duration::from_secs(seconds)).await;
+            println!(
+                "{:<16} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+                format!("{name} (pkcs11)"),
+                stats.rate,
+                stats.percentile(0.50),
+                stats.percentile(0.99),
+                stats.errors
+            );
+            if let Some((_, soft)) = software.iter().find(|(scenario, _)| *scenario == name) {
+                ratios.push((name, stats.rate / soft.max(1.0)));
+            }
+        }
+        for (name, ratio) in ratios {
+            println!("ratio {name} on PKCS#11 (SoftHSM2) / software HSM = {ratio:.2} (reported; no target yet)");
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn encrypt_body(key_id: &str) -> String {
+    format!(
         r#"{{"KeyId":"{key_id}","Plaintext":"{}","EncryptionContext":{{"bench":"1"}}}}"#,
         base64::engine::general_purpose::STANDARD.encode([7u8; 64])
-    );
+    )
+}
+
+async fn run(
+    port: u16,
+    seconds: u64,
+    connections: usize,
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let key_id = create_key(port).await?;
+    let encrypt_body = encrypt_body(&key_id);
     let blob = call(port, "Encrypt", &encrypt_body).await?;
     let blob: serde_json::Value = serde_json::from_str(&blob).map_err(|e| e.to_string())?;
     let decrypt_body = format!(
@@ -83,6 +192,8 @@ async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> 
             "Encrypt+policy",
             signed_request("Encrypt", &policy_encrypt_body),
         ),
+        // A new key per request: generated in the HSM, wrapped under the root key, stored.
+        ("CreateKey", signed_request("CreateKey", "{}")),
     ];
     println!(
         "atrest KMS load: {connections} keep-alive connections, {seconds} s per scenario, 2-core machine"
@@ -126,7 +237,7 @@ async fn run(port: u16, seconds: u64, connections: usize) -> Result<(), String> 
             rate / health
         );
     }
-    Ok(())
+    Ok(rates)
 }
 
 struct Stats {

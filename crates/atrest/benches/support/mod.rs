@@ -29,6 +29,17 @@ pub fn start_atrest_with_nbd(
     nbd_port: u16,
     extra_args: &[&str],
 ) -> Child {
+    start_atrest_with_env(data_dir, port, nbd_port, extra_args, &[])
+}
+
+/// [`start_atrest_with_nbd`] with extra environment variables (a PKCS#11 token's settings).
+pub fn start_atrest_with_env(
+    data_dir: &Path,
+    port: u16,
+    nbd_port: u16,
+    extra_args: &[&str],
+    env: &[(String, String)],
+) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
@@ -38,6 +49,10 @@ pub fn start_atrest_with_nbd(
         .env("ATREST_ROOT_ACCESS_KEY_ID", ACCESS_KEY)
         .env("ATREST_ROOT_SECRET_ACCESS_KEY", SECRET)
         .env("ATREST_LOG", "warn")
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
