@@ -104,6 +104,14 @@ pub fn open(officer: &SecretBytes, backup: &[u8]) -> Result<Vec<BackupEntry>, Hs
         )));
     }
     let cost = (file.kdf.m_cost_kib, file.kdf.t_cost, file.kdf.p_cost);
+    // A backup file is input: cap the cost it may ask for (1 GiB, 16 passes, 16 lanes), so a
+    // crafted file cannot make a restore exhaust memory or time.
+    if cost.0 > 1024 * 1024 || cost.1 > 16 || cost.2 > 16 {
+        return Err(HsmError::BackupInvalid(format!(
+            "Argon2id cost m={} KiB t={} p={} is beyond what atrest writes",
+            cost.0, cost.1, cost.2
+        )));
+    }
     let key = argon2id(officer, &salt_of(&file.kdf)?, cost).map_err(HsmError::BackupInvalid)?;
     let sealed = STANDARD
         .decode(&file.sealed)
@@ -162,5 +170,10 @@ mod tests {
         let flipped = if &text[at..=at] == "A" { "B" } else { "A" };
         let tampered = format!("{}{}{}", &text[..at], flipped, &text[at + 1..]);
         assert!(open(&officer, tampered.as_bytes()).is_err());
+        let greedy = text.replace("\"m_cost_kib\": 65536", "\"m_cost_kib\": 4294967295");
+        assert!(matches!(
+            open(&officer, greedy.as_bytes()),
+            Err(HsmError::BackupInvalid(message)) if message.contains("beyond")
+        ));
     }
 }
