@@ -113,43 +113,24 @@ async fn the_officer_backs_up_and_a_new_data_dir_restores_every_key() {
     // A new machine: restore, then the service starts with its own passphrase.
     let restored = tempfile::tempdir().unwrap();
     let guess = write_secret(secrets.path(), "guess", "not the officer");
-    let refused = failed(run_cli_in(
-        restored.path(),
-        &[
-            "hsm",
-            "restore",
-            "--officer-passphrase-file",
-            &guess,
-            "--backup",
-            out,
-        ],
-        &[],
-    ));
+    let restore = |officer: &str| {
+        run_cli_in(
+            restored.path(),
+            &[
+                "hsm",
+                "restore",
+                "--officer-passphrase-file",
+                officer,
+                "--backup",
+                out,
+            ],
+            &[],
+        )
+    };
+    let refused = failed(restore(&guess));
     assert!(refused.contains("integrity check failed"), "{refused}");
-    ok(run_cli_in(
-        restored.path(),
-        &[
-            "hsm",
-            "restore",
-            "--officer-passphrase-file",
-            &officer,
-            "--backup",
-            out,
-        ],
-        &[],
-    ));
-    let again = failed(run_cli_in(
-        restored.path(),
-        &[
-            "hsm",
-            "restore",
-            "--officer-passphrase-file",
-            &officer,
-            "--backup",
-            out,
-        ],
-        &[],
-    ));
+    ok(restore(&officer));
+    let again = failed(restore(&officer));
     assert!(again.contains("only into a new data dir"), "{again}");
     let server = Server::start_in(restored, &[("ATREST_HSM_PASSPHRASE", USER)], &[]).unwrap();
     let decrypted = server

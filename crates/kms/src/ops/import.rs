@@ -12,6 +12,8 @@
 //! The private half of the wrapping key never leaves the HSM; the unwrapped material goes
 //! straight back into it as the key's version 1.
 
+use std::sync::Arc;
+
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -90,15 +92,7 @@ impl Kms {
     ) -> Result<GetParametersForImportResponse, KmsError> {
         Wrapping::parse(&request.wrapping_algorithm)?;
         let kind = wrapping_key_kind(&request.wrapping_key_spec)?;
-        let action = "kms:GetParametersForImport";
-        let record = self.resolve_authorized(
-            ctx,
-            &request.key_id,
-            Aliases::Refused,
-            action,
-            &Context::new,
-        )?;
-        self.require_external(&record)?;
+        let record = self.resolve_external(ctx, &request.key_id, "kms:GetParametersForImport")?;
         self.require_not_pending_deletion(&record)?;
         let token = self.hsm.random(32);
         let label = wrapping_key_label(&record.key_id, &token);
@@ -143,15 +137,7 @@ impl Kms {
         ctx: &RequestContext,
         request: ImportKeyMaterialRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let action = "kms:ImportKeyMaterial";
-        let record = self.resolve_authorized(
-            ctx,
-            &request.key_id,
-            Aliases::Refused,
-            action,
-            &Context::new,
-        )?;
-        self.require_external(&record)?;
+        let record = self.resolve_external(ctx, &request.key_id, "kms:ImportKeyMaterial")?;
         self.require_not_pending_deletion(&record)?;
         let now = self.clock.now();
         let expiration = expiration(&request, now)?;
@@ -221,15 +207,8 @@ impl Kms {
         ctx: &RequestContext,
         request: KeyIdRequest,
     ) -> Result<KeyIdResponse, KmsError> {
-        let action = "kms:DeleteImportedKeyMaterial";
-        let record = self.resolve_authorized(
-            ctx,
-            &request.key_id,
-            Aliases::Refused,
-            action,
-            &Context::new,
-        )?;
-        self.require_external(&record)?;
+        let record =
+            self.resolve_external(ctx, &request.key_id, "kms:DeleteImportedKeyMaterial")?;
         let record = self.store.update_key(&record.key_id, &mut |record| {
             self.drop_material(record);
             Ok(())
@@ -278,9 +257,18 @@ impl Kms {
         }
     }
 
-    fn require_external(&self, record: &KeyRecord) -> Result<(), KmsError> {
+    /// Resolves a key by id or ARN (not alias, as AWS's import operations), authorizes
+    /// `action`, and refuses keys whose material was not imported.
+    fn resolve_external(
+        &self,
+        ctx: &RequestContext,
+        key_ref: &str,
+        action: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let record =
+            self.resolve_authorized(ctx, key_ref, Aliases::Refused, action, &Context::new)?;
         if record.origin == Origin::External {
-            return Ok(());
+            return Ok(record);
         }
         Err(KmsError::UnsupportedOperation(format!(
             "{} has origin AWS_KMS; key material can be imported only into a key with origin EXTERNAL",
