@@ -88,6 +88,16 @@ def test_imported_hmac_material_is_the_key_that_macs(kms):
     mac = kms.generate_mac(KeyId=key_id, Message=b"message", MacAlgorithm="HMAC_SHA_256")["Mac"]
     assert mac == hmac.new(material, b"message", hashlib.sha256).digest()
 
+    # AWS accepts HMAC material longer than the digest (HMAC_384: 48 to 128 bytes), not shorter.
+    long_id = kms.create_key(Origin="EXTERNAL", KeySpec="HMAC_384", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as excinfo:
+        import_material(kms, long_id, os.urandom(47), algorithm="RSA_AES_KEY_WRAP_SHA_256")
+    assert error_code(excinfo) == "IncorrectKeyMaterialException"
+    long_material = os.urandom(128)
+    import_material(kms, long_id, long_material, algorithm="RSA_AES_KEY_WRAP_SHA_256")
+    mac = kms.generate_mac(KeyId=long_id, Message=b"m", MacAlgorithm="HMAC_SHA_384")["Mac"]
+    assert mac == hmac.new(long_material, b"m", hashlib.sha384).digest()
+
 
 def test_imported_signing_key_signs_as_the_local_private_key(kms):
     private = ec.generate_private_key(ec.SECP256R1())

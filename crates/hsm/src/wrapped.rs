@@ -77,6 +77,20 @@ impl KeyKind {
         }
     }
 
+    /// The symmetric material lengths a key of this kind may have: the generated length, or for
+    /// imported HMAC keys the ranges AWS KMS accepts (HMAC_224 28–64, HMAC_256 32–64, HMAC_384
+    /// 48–128, HMAC_512 64–128 bytes). `None` for kinds without a fixed length.
+    pub fn material_lengths(self) -> Option<std::ops::RangeInclusive<usize>> {
+        Some(match self {
+            KeyKind::Aes256 => 32..=32,
+            KeyKind::Hmac224 => 28..=64,
+            KeyKind::Hmac256 => 32..=64,
+            KeyKind::Hmac384 => 48..=128,
+            KeyKind::Hmac512 => 64..=128,
+            _ => return None,
+        })
+    }
+
     pub fn is_asymmetric(self) -> bool {
         matches!(
             self,

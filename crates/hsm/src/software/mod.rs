@@ -104,7 +104,10 @@ impl SoftwareHsm {
                 HsmError::WrappedKeyCorrupt => self.tampered(label),
                 unavailable => unavailable,
             })?;
-        if kind.material_len().is_some_and(|len| len != material.len()) {
+        if kind
+            .material_lengths()
+            .is_some_and(|lengths| !lengths.contains(&material.len()))
+        {
             return Err(self.tampered(label));
         }
         Ok((kind, material))
@@ -383,17 +386,19 @@ impl Hsm for SoftwareHsm {
         label: &[u8],
         material: &SecretBytes,
     ) -> Result<WrappedKey, HsmError> {
-        match kind.material_len() {
+        match kind.material_lengths() {
             _ if kind == KeyKind::Secret => {
                 return Err(HsmError::WrongKeyKind {
                     actual: kind.name(),
                     operation: "import_key",
                 });
             }
-            Some(len) if material.len() != len => {
+            Some(lengths) if !lengths.contains(&material.len()) => {
                 return Err(HsmError::ImportRejected(format!(
-                    "{} key material must be {len} bytes, not {}",
+                    "{} key material must be {} to {} bytes, not {}",
                     kind.name(),
+                    lengths.start(),
+                    lengths.end(),
                     material.len()
                 )));
             }
