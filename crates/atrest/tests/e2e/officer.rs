@@ -30,6 +30,25 @@ fn failed(output: std::process::Output) -> String {
     String::from_utf8(output.stderr).unwrap()
 }
 
+/// `atrest hsm COMMAND --officer-passphrase-file OFFICER FLAG PATH` on `data_dir`.
+fn officer_command(
+    data_dir: &Path,
+    command: &str,
+    officer: &str,
+    flag: &str,
+    path: &str,
+) -> std::process::Output {
+    let args = [
+        "hsm",
+        command,
+        "--officer-passphrase-file",
+        officer,
+        flag,
+        path,
+    ];
+    run_cli_in(data_dir, &args, &[])
+}
+
 fn status(data_dir: &Path) -> Value {
     serde_json::from_str(&ok(run_cli_in(data_dir, &["hsm", "status"], &[]))).unwrap()
 }
@@ -80,20 +99,7 @@ async fn the_officer_backs_up_and_a_new_data_dir_restores_every_key() {
 
     let out = secrets.path().join("atrest.backup");
     let out = out.to_str().unwrap();
-    let backup = |officer: &str| {
-        run_cli_in(
-            &dir,
-            &[
-                "hsm",
-                "backup",
-                "--officer-passphrase-file",
-                officer,
-                "--out",
-                out,
-            ],
-            &[],
-        )
-    };
+    let backup = |officer: &str| officer_command(&dir, "backup", officer, "--out", out);
     let running = failed(backup(&officer));
     assert!(running.contains("stop the server first"), "{running}");
     server.terminate();
@@ -113,20 +119,8 @@ async fn the_officer_backs_up_and_a_new_data_dir_restores_every_key() {
     // A new machine: restore, then the service starts with its own passphrase.
     let restored = tempfile::tempdir().unwrap();
     let guess = write_secret(secrets.path(), "guess", "not the officer");
-    let restore = |officer: &str| {
-        run_cli_in(
-            restored.path(),
-            &[
-                "hsm",
-                "restore",
-                "--officer-passphrase-file",
-                officer,
-                "--backup",
-                out,
-            ],
-            &[],
-        )
-    };
+    let restore =
+        |officer: &str| officer_command(restored.path(), "restore", officer, "--backup", out);
     let refused = failed(restore(&guess));
     assert!(refused.contains("integrity check failed"), "{refused}");
     ok(restore(&officer));
