@@ -38,8 +38,9 @@ def self_signed_certificate(directory: Path):
 
 
 class Server:
-    def __init__(self, *extra_args, tls=False):
+    def __init__(self, *extra_args, tls=False, env=None):
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
+        self.env = dict(env or {})
         self.port = free_port()
         self.nbd_port = free_port()
         self.extra_args = extra_args
@@ -65,6 +66,7 @@ class Server:
         env = dict(os.environ)
         env.pop("ATREST_HSM_PASSPHRASE", None)
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
+        env.update(self.env)
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}", *extra_args],

@@ -250,7 +250,8 @@ pub struct DataDirArgs {
     /// dir is initialised [default: software].
     #[arg(long, value_enum, env = "ATREST_HSM")]
     pub hsm: Option<HsmBackend>,
-    /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so: the root
+    /// key's token with --hsm pkcs11, and the tokens of custom key stores with either backend.
     #[arg(long, env = "ATREST_PKCS11_MODULE")]
     pub pkcs11_module: Option<PathBuf>,
     /// The label of the PKCS#11 token that holds the root key.

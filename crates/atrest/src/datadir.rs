@@ -67,13 +67,16 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
     let database = redb_store.database();
     let store = CachingStore::new(redb_store);
     let clock = clock_from_env()?;
-    let kms = Arc::new(Kms::new(
-        Arc::new(store),
-        Arc::clone(&hsm),
-        &settings.region,
-        &settings.account_id,
-        clock,
-    ));
+    let kms = Arc::new(
+        Kms::new(
+            Arc::new(store),
+            Arc::clone(&hsm),
+            &settings.region,
+            &settings.account_id,
+            clock,
+        )
+        .with_pkcs11_module(args.pkcs11_module.clone()),
+    );
     let new_root = ensure_root(&kms, dir)?;
     Ok(Opened {
         kms,

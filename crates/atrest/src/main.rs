@@ -91,6 +91,11 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         );
         println!("{}", serde_json::to_string_pretty(root).unwrap_or_default());
     }
+    match opened.kms.reconnect_custom_key_stores() {
+        Ok(0) => {}
+        Ok(connected) => tracing::info!(connected, "custom key stores connected again"),
+        Err(error) => tracing::error!(%error, "custom key stores could not be reconnected"),
+    }
     let pid_file = args.data.data_dir.join(datadir::SERVER_PID_FILE);
     atrest_hsm::fsio::write_atomically(&pid_file, std::process::id().to_string().as_bytes(), 0o600)
         .map_err(|error| CliError::io(&pid_file, error))?;

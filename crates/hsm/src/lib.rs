@@ -185,6 +185,15 @@ pub enum HsmError {
     ImportRejected(String),
     #[error("the HSM is unavailable: {0}")]
     Unavailable(String),
+    /// No token with the configured label is in any slot of the PKCS#11 module.
+    #[error("{0}")]
+    TokenNotFound(String),
+    /// The token refused the user PIN.
+    #[error("{0}")]
+    PinRejected(String),
+    /// The token locked its user PIN after failed logins.
+    #[error("{0}")]
+    PinLocked(String),
     #[error("HSM operation failed: {0}")]
     Backend(String),
     #[error("HSM storage I/O failed: {0}")]

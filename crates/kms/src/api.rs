@@ -107,6 +107,10 @@ pub struct KeyMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_algorithms: Option<Vec<String>>,
     pub multi_region: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_hsm_cluster_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -581,4 +585,86 @@ pub struct ImportKeyMaterialRequest {
     /// Epoch seconds; the SDKs send a number, possibly with a fraction.
     pub valid_to: Option<f64>,
     pub expiration_model: Option<String>,
+}
+
+/// A secret that arrives as a JSON string (a custom key store's `KeyStorePassword`); the
+/// decoded copy is zeroized when dropped and never printed.
+pub struct SecretText(pub SecretBytes);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText([REDACTED])")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(deserializer)?);
+        Ok(SecretText(SecretBytes::copy_from(text.as_bytes())))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateCustomKeyStoreRequest {
+    pub custom_key_store_name: String,
+    pub cloud_hsm_cluster_id: Option<String>,
+    pub trust_anchor_certificate: Option<String>,
+    pub key_store_password: Option<SecretText>,
+    pub custom_key_store_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoreIdResponse {
+    pub custom_key_store_id: String,
+}
+
+/// Connect, Disconnect and Delete name only the store.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoreIdRequest {
+    pub custom_key_store_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateCustomKeyStoreRequest {
+    pub custom_key_store_id: String,
+    pub new_custom_key_store_name: Option<String>,
+    pub key_store_password: Option<SecretText>,
+    pub cloud_hsm_cluster_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeCustomKeyStoresRequest {
+    pub custom_key_store_id: Option<String>,
+    pub custom_key_store_name: Option<String>,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoreEntry {
+    pub custom_key_store_id: String,
+    pub custom_key_store_name: String,
+    pub custom_key_store_type: String,
+    pub cloud_hsm_cluster_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_anchor_certificate: Option<String>,
+    pub connection_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_error_code: Option<String>,
+    pub creation_date: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeCustomKeyStoresResponse {
+    pub custom_key_stores: Vec<CustomKeyStoreEntry>,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
 }

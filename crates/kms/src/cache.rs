@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::KmsError;
-use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
+use crate::model::{AliasRecord, CustomKeyStoreRecord, KeyRecord, PrincipalRecord, UserRecord};
 use crate::store::{KeyUpdate, MetadataStore};
 
 /// Entries beyond this empty the cache, which refills from the store on demand.
@@ -169,6 +169,28 @@ impl<S: MetadataStore> MetadataStore for CachingStore<S> {
 
     fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError> {
         self.inner.users()
+    }
+
+    // Custom key stores are read by administrative calls only: not cached. (The crypto path
+    // asks the in-memory connection registry, never the store.)
+    fn custom_key_store(&self, id: &str) -> Result<Option<CustomKeyStoreRecord>, KmsError> {
+        self.inner.custom_key_store(id)
+    }
+
+    fn create_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError> {
+        self.inner.create_custom_key_store(record)
+    }
+
+    fn replace_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError> {
+        self.inner.replace_custom_key_store(record)
+    }
+
+    fn delete_custom_key_store(&self, id: &str) -> Result<bool, KmsError> {
+        self.inner.delete_custom_key_store(id)
+    }
+
+    fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>, KmsError> {
+        self.inner.custom_key_stores()
     }
 }
 

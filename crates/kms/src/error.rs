@@ -11,6 +11,20 @@ pub enum KmsError {
     #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
+    CloudHsmClusterInUse(String),
+    #[error("{0}")]
+    CloudHsmClusterInvalidConfiguration(String),
+    #[error("{0}")]
+    CloudHsmClusterNotFound(String),
+    #[error("{0}")]
+    CustomKeyStoreHasKeys(String),
+    #[error("{0}")]
+    CustomKeyStoreInvalidState(String),
+    #[error("{0}")]
+    CustomKeyStoreNameInUse(String),
+    #[error("{0}")]
+    CustomKeyStoreNotFound(String),
+    #[error("{0}")]
     Disabled(String),
     #[error("{0}")]
     IncorrectKey(String),
@@ -65,6 +79,15 @@ impl KmsError {
             KmsError::AccessDenied(_) => "AccessDeniedException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            KmsError::CloudHsmClusterInUse(_) => "CloudHsmClusterInUseException",
+            KmsError::CloudHsmClusterInvalidConfiguration(_) => {
+                "CloudHsmClusterInvalidConfigurationException"
+            }
+            KmsError::CloudHsmClusterNotFound(_) => "CloudHsmClusterNotFoundException",
+            KmsError::CustomKeyStoreHasKeys(_) => "CustomKeyStoreHasCMKsException",
+            KmsError::CustomKeyStoreInvalidState(_) => "CustomKeyStoreInvalidStateException",
+            KmsError::CustomKeyStoreNameInUse(_) => "CustomKeyStoreNameInUseException",
+            KmsError::CustomKeyStoreNotFound(_) => "CustomKeyStoreNotFoundException",
             KmsError::Disabled(_) => "DisabledException",
             KmsError::IncorrectKey(_) => "IncorrectKeyException",
             KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",

@@ -11,6 +11,7 @@ mod cache;
 mod clock;
 mod error;
 pub mod iam;
+mod key_stores;
 pub mod model;
 mod ops;
 mod principals;
@@ -39,6 +40,8 @@ pub struct Kms {
     credentials_generation: std::sync::atomic::AtomicU64,
     /// Serialises the first-use creation of service keys.
     service_keys: std::sync::Mutex<()>,
+    /// Custom key stores that are connected, with their tokens.
+    key_stores: key_stores::KeyStores,
 }
 
 impl Kms {
@@ -58,7 +61,15 @@ impl Kms {
             policies: authz::PolicyCache::new(account),
             credentials_generation: std::sync::atomic::AtomicU64::new(0),
             service_keys: std::sync::Mutex::new(()),
+            key_stores: key_stores::KeyStores::default(),
         }
+    }
+
+    /// Lets custom key stores reach PKCS#11 tokens through `module` (the server's
+    /// `--pkcs11-module`); without one, CreateCustomKeyStore is unsupported.
+    pub fn with_pkcs11_module(mut self, module: Option<std::path::PathBuf>) -> Self {
+        self.key_stores = key_stores::KeyStores::new(module);
+        self
     }
 
     pub fn region(&self) -> &str {

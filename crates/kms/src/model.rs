@@ -158,6 +158,19 @@ pub enum KeyState {
     PendingImport,
 }
 
+impl KeyState {
+    /// AWS's name; a key in a disconnected custom key store shows `Unavailable` instead
+    /// (computed, never stored: reconnecting restores the stored state).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
+        }
+    }
+}
+
 /// Where a key's material came from (AWS's `Origin`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
@@ -166,6 +179,18 @@ pub enum Origin {
     AwsKms,
     /// Imported by the customer (BYOK).
     External,
+    /// Generated on the token of a custom key store, and used only there.
+    AwsCloudhsm,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::AwsKms => "AWS_KMS",
+            Origin::External => "EXTERNAL",
+            Origin::AwsCloudhsm => "AWS_CLOUDHSM",
+        }
+    }
 }
 
 /// How the current import of an `EXTERNAL` key's material expires.
@@ -244,6 +269,56 @@ pub struct KeyRecord {
     /// so a reimport can be refused unless it is the same material, as AWS requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_check: Option<String>,
+    /// The custom key store whose token holds this key's material (the object labelled with
+    /// the key id); its versions then carry no wrapped material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+}
+
+/// A custom key store (AWS KMS's CloudHSM key store): a PKCS#11 token of the server's module,
+/// named by its label where AWS names a CloudHSM cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomKeyStoreRecord {
+    pub id: String,
+    pub name: String,
+    /// The token's label (AWS's `CloudHsmClusterId`).
+    pub token_label: String,
+    /// Kept and shown as given; a PKCS#11 token has no cluster certificate to check it against.
+    pub trust_anchor_certificate: Option<String>,
+    pub pin: StoredPin,
+    pub created: i64,
+    /// The state the operator asked for, and how the last connection attempt ended. A store
+    /// left `Connected` is connected again when the server starts.
+    pub connection: ConnectionState,
+    pub connection_error: Option<String>,
+}
+
+/// How atrest finds the token's user PIN (AWS's `KeyStorePassword`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredPin {
+    /// `file:PATH`: read at every connection, never copied into the metadata.
+    File(String),
+    /// A PIN given in the request, wrapped by the HSM (label `cks:<id>`).
+    Wrapped(#[serde(with = "hex_bytes")] Vec<u8>),
+}
+
+/// AWS's `ConnectionState` values that a synchronous connection can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionState {
+    Connected,
+    Disconnected,
+    Failed,
+}
+
+impl ConnectionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionState::Connected => "CONNECTED",
+            ConnectionState::Disconnected => "DISCONNECTED",
+            ConnectionState::Failed => "FAILED",
+        }
+    }
 }
 
 /// Who manages a key (AWS's `KeyManager`, plus the keys AWS services own and never show).

@@ -115,6 +115,11 @@ impl Kms {
 
     /// Refuses keys that cannot be used for cryptography in their current state.
     pub(crate) fn require_enabled(&self, record: &KeyRecord) -> Result<(), KmsError> {
+        if matches!(record.state, KeyState::Enabled | KeyState::Disabled)
+            && self.is_unavailable(record)
+        {
+            return Err(self.unavailable(record));
+        }
         match record.state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(KmsError::Disabled(format!(

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::KmsError;
-use crate::model::{AliasRecord, KeyRecord, PrincipalRecord, UserRecord};
+use crate::model::{AliasRecord, CustomKeyStoreRecord, KeyRecord, PrincipalRecord, UserRecord};
 
 /// A read-modify-write step run inside one store transaction.
 pub type KeyUpdate<'a> = &'a mut dyn FnMut(&mut KeyRecord) -> Result<(), KmsError>;
@@ -56,12 +56,21 @@ pub trait MetadataStore: Send + Sync {
     fn delete_user(&self, name: &str) -> Result<bool, KmsError>;
     /// Every user in name order.
     fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError>;
+
+    fn custom_key_store(&self, id: &str) -> Result<Option<CustomKeyStoreRecord>, KmsError>;
+    /// Inserts a custom key store; fails with `AlreadyExists` if the id is taken.
+    fn create_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError>;
+    fn replace_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError>;
+    fn delete_custom_key_store(&self, id: &str) -> Result<bool, KmsError>;
+    /// Every custom key store in id order.
+    fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>, KmsError>;
 }
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principals");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const CUSTOM_KEY_STORES: TableDefinition<&str, &[u8]> = TableDefinition::new("custom_key_stores");
 
 /// The embedded default store: one redb file.
 pub struct RedbStore {
@@ -80,7 +89,7 @@ impl RedbStore {
             other => KmsError::internal(&format!("opening {}", path.display()), other),
         })?;
         let txn = db.begin_write()?;
-        for table in [KEYS, ALIASES, PRINCIPALS, USERS] {
+        for table in [KEYS, ALIASES, PRINCIPALS, USERS, CUSTOM_KEY_STORES] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -288,6 +297,30 @@ impl MetadataStore for RedbStore {
 
     fn users(&self) -> Result<Vec<(String, UserRecord)>, KmsError> {
         self.all(USERS)
+    }
+
+    fn custom_key_store(&self, id: &str) -> Result<Option<CustomKeyStoreRecord>, KmsError> {
+        self.get(CUSTOM_KEY_STORES, id)
+    }
+
+    fn create_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError> {
+        self.insert_new(CUSTOM_KEY_STORES, &record.id, record)
+    }
+
+    fn replace_custom_key_store(&self, record: &CustomKeyStoreRecord) -> Result<(), KmsError> {
+        self.put(CUSTOM_KEY_STORES, &record.id, record)
+    }
+
+    fn delete_custom_key_store(&self, id: &str) -> Result<bool, KmsError> {
+        self.remove(CUSTOM_KEY_STORES, id)
+    }
+
+    fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>, KmsError> {
+        Ok(self
+            .all(CUSTOM_KEY_STORES)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
     }
 }
 

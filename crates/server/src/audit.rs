@@ -12,7 +12,7 @@ use crate::query::Params;
 
 /// Request members that carry plaintext, secrets or ciphertext: never recorded (CloudTrail
 /// omits the same ones).
-const SECRET_MEMBERS: [&str; 9] = [
+const SECRET_MEMBERS: [&str; 10] = [
     "Plaintext",
     "EncryptedKeyMaterial",
     "ImportToken",
@@ -22,6 +22,7 @@ const SECRET_MEMBERS: [&str; 9] = [
     "Signature",
     "PrivateKeyPlaintext",
     "SecretAccessKey",
+    "KeyStorePassword",
 ];
 
 pub fn start(

@@ -155,11 +155,6 @@ impl Kms {
         request: GenerateRandomRequest,
     ) -> Result<GenerateRandomResponse, KmsError> {
         self.authorize_account(ctx, "kms:GenerateRandom")?;
-        if request.custom_key_store_id.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Custom key stores are not supported".into(),
-            ));
-        }
         let count = request.number_of_bytes.ok_or_else(|| {
             KmsError::validation("numberOfBytes", "null", "Member must not be null")
         })?;
@@ -170,9 +165,18 @@ impl Kms {
                 "Member must have value less than or equal to 1024 and greater than or equal to 1",
             ));
         }
-        let bytes = self.hsm.random(usize::try_from(count).unwrap_or(0));
+        let count = usize::try_from(count).unwrap_or(0);
+        // With a custom key store, the bytes come from its token's generator.
+        let bytes = match &request.custom_key_store_id {
+            None => SecretBytes::new(self.hsm.random(count)),
+            Some(id) => {
+                let (_, keys) = self.connected_key_store(id)?;
+                keys.random(count)
+                    .map_err(|error| KmsError::internal("custom key store", error))?
+            }
+        };
         Ok(GenerateRandomResponse {
-            plaintext: SecretBlob(SecretBytes::new(bytes)),
+            plaintext: SecretBlob(bytes),
         })
     }
 
@@ -238,12 +242,11 @@ impl Kms {
         let record =
             self.resolve_authorized(ctx, &request.key_id, Aliases::Accepted, action, &facts)?;
         self.require_symmetric_encryption(&record)?;
-        let (version_number, wrapped, label) = current_material(&record)?;
+        let (version_number, key) = self.current_symmetric_key(&record)?;
         let key_id = key_id_bytes(&record.key_id)?;
         let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(&context)?);
-        let (plaintext, sealed) = self
-            .hsm
-            .generate_data_key(&wrapped, &label, len, &aad)
+        let (plaintext, sealed) = key
+            .generate_data_key(self.hsm.as_ref(), len, &aad)
             .map_err(|error| self.hsm_error(&record, error))?;
         let blob = CiphertextBlob {
             key_id,
@@ -266,12 +269,11 @@ impl Kms {
         context: &EncryptionContext,
     ) -> Result<(SecretBytes, Vec<u8>), KmsError> {
         let record = self.owned_record(key_id)?;
-        let (version_number, wrapped, label) = current_material(&record)?;
+        let (version_number, key) = self.current_symmetric_key(&record)?;
         let key_id = key_id_bytes(&record.key_id)?;
         let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(context)?);
-        let (plaintext, sealed) = self
-            .hsm
-            .generate_data_key(&wrapped, &label, 32, &aad)
+        let (plaintext, sealed) = key
+            .generate_data_key(self.hsm.as_ref(), 32, &aad)
             .map_err(|error| self.hsm_error(&record, error))?;
         let blob = CiphertextBlob {
             key_id,
@@ -395,12 +397,11 @@ impl Kms {
         plaintext: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>, KmsError> {
-        let (version_number, wrapped, label) = current_material(record)?;
+        let (version_number, key) = self.current_symmetric_key(record)?;
         let key_id = key_id_bytes(&record.key_id)?;
         let aad = CiphertextBlob::aad(&key_id, version_number, &encode_context(context)?);
-        let sealed = self
-            .hsm
-            .encrypt(&wrapped, &label, plaintext, &aad)
+        let sealed = key
+            .encrypt(self.hsm.as_ref(), plaintext, &aad)
             .map_err(|error| self.hsm_error(record, error))?;
         Ok(CiphertextBlob {
             key_id,
@@ -449,12 +450,10 @@ impl Kms {
         let version = record
             .version(blob.key_version)
             .ok_or(KmsError::InvalidCiphertext)?;
-        let wrapped = WrappedKey::from_bytes(version.wrapped.clone());
-        let label = material_label(&record.key_id, version.number);
+        let key = self.symmetric_key(&record, version)?;
         let aad = CiphertextBlob::aad(&blob.key_id, blob.key_version, &encode_context(context)?);
-        let plaintext = self
-            .hsm
-            .decrypt(&wrapped, &label, &blob.sealed, &aad)
+        let plaintext = key
+            .decrypt(self.hsm.as_ref(), &blob.sealed, &aad)
             .map_err(|error| self.hsm_error(&record, error))?;
         Ok((record, plaintext))
     }
@@ -534,6 +533,17 @@ impl Kms {
         Ok((record, expected.unwrap_or_default()))
     }
 
+    /// The newest version of a symmetric key, ready to use.
+    fn current_symmetric_key(
+        &self,
+        record: &KeyRecord,
+    ) -> Result<(u32, super::material::SymmetricKey), KmsError> {
+        let version = record.current_version().ok_or_else(|| {
+            KmsError::Internal(format!("key {} has no key material", record.key_id))
+        })?;
+        Ok((version.number, self.symmetric_key(record, version)?))
+    }
+
     /// Maps HSM failures: authentication failures are the caller's ciphertext; a corrupt wrapped
     /// key is ours, reported without detail about the bytes.
     pub(crate) fn hsm_error(&self, record: &KeyRecord, error: HsmError) -> KmsError {
@@ -559,19 +569,15 @@ impl Kms {
     }
 }
 
-fn current_material(record: &KeyRecord) -> Result<(u32, WrappedKey, Vec<u8>), KmsError> {
+/// The newest version of an HMAC or asymmetric key (these are never in custom key stores).
+pub(crate) fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
     let version = record
         .current_version()
         .ok_or_else(|| KmsError::Internal(format!("key {} has no key material", record.key_id)))?;
     Ok((
-        version.number,
         WrappedKey::from_bytes(version.wrapped.clone()),
         material_label(&record.key_id, version.number),
     ))
-}
-
-pub(crate) fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
-    current_material(record).map(|(_, wrapped, label)| (wrapped, label))
 }
 
 /// The condition keys of an encryption or decryption request.

@@ -271,8 +271,9 @@ impl Kms {
             return Ok(record);
         }
         Err(KmsError::UnsupportedOperation(format!(
-            "{} has origin AWS_KMS; key material can be imported only into a key with origin EXTERNAL",
-            self.key_arn(&record.key_id)
+            "{} has origin {}; key material can be imported only into a key with origin EXTERNAL",
+            self.key_arn(&record.key_id),
+            record.origin.name()
         )))
     }
 

@@ -38,15 +38,27 @@ impl Kms {
                 "KEY_AGREEMENT keys are not supported by atrest".into(),
             ));
         }
-        let origin = match request.origin.as_deref() {
-            None | Some("AWS_KMS") => Origin::AwsKms,
-            Some("EXTERNAL") => Origin::External,
-            Some(origin @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+        let origin = match (request.origin.as_deref(), &request.custom_key_store_id) {
+            (Some("AWS_CLOUDHSM"), Some(_)) => Origin::AwsCloudhsm,
+            (Some("AWS_CLOUDHSM"), None) => {
+                return Err(KmsError::Validation(
+                    "Origin AWS_CLOUDHSM needs a CustomKeyStoreId".into(),
+                ));
+            }
+            // AWS: a key in a CloudHSM key store is created with Origin AWS_CLOUDHSM.
+            (None | Some("AWS_KMS" | "EXTERNAL"), Some(_)) => {
+                return Err(KmsError::Validation(
+                    "To create a key in a custom key store, set Origin to AWS_CLOUDHSM".into(),
+                ));
+            }
+            (None | Some("AWS_KMS"), None) => Origin::AwsKms,
+            (Some("EXTERNAL"), None) => Origin::External,
+            (Some(origin @ "EXTERNAL_KEY_STORE"), _) => {
                 return Err(KmsError::UnsupportedOperation(format!(
                     "Origin {origin} is not supported"
                 )));
             }
-            Some(origin) => {
+            (Some(origin), _) => {
                 return Err(enum_error(
                     "origin",
                     origin,
@@ -59,11 +71,17 @@ impl Kms {
                 "Multi-Region keys are not supported".into(),
             ));
         }
-        if request.custom_key_store_id.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Custom key stores are not supported".into(),
-            ));
+        if origin == Origin::AwsCloudhsm && spec != KeySpec::SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {}: keys in a custom key store are symmetric encryption keys \
+                 (SYMMETRIC_DEFAULT)",
+                spec.name()
+            )));
         }
+        let key_store = match &request.custom_key_store_id {
+            Some(id) => Some(self.connected_key_store(id)?),
+            None => None,
+        };
         let description = request.description.unwrap_or_default();
         validate_description(&description)?;
         let tags =
@@ -72,9 +90,24 @@ impl Kms {
         let key_id = new_key_id(&self.hsm.random(16));
         let now = self.clock.now();
         // An EXTERNAL key starts without material, waiting for ImportKeyMaterial.
-        let versions = match origin {
-            Origin::External => Vec::new(),
-            Origin::AwsKms => {
+        let versions = match (origin, &key_store) {
+            (Origin::External, _) => Vec::new(),
+            // Generated on the token, labelled with the key id; the record holds no material.
+            (Origin::AwsCloudhsm, Some((store, keys))) => {
+                keys.generate_key(&key_id).map_err(|error| {
+                    KmsError::CloudHsmClusterInvalidConfiguration(format!(
+                        "The key could not be generated on token {:?} of custom key store {}: {error}",
+                        store.token_label, store.id
+                    ))
+                })?;
+                vec![KeyVersion {
+                    number: 1,
+                    wrapped: Vec::new(),
+                    created: now,
+                    rotation_type: None,
+                }]
+            }
+            _ => {
                 let wrapped = self
                     .hsm
                     .generate_key(kind, &material_label(&key_id, 1))
@@ -89,7 +122,7 @@ impl Kms {
         };
         let state = match origin {
             Origin::External => KeyState::PendingImport,
-            Origin::AwsKms => KeyState::Enabled,
+            Origin::AwsKms | Origin::AwsCloudhsm => KeyState::Enabled,
         };
         let record = KeyRecord {
             key_id,
@@ -113,6 +146,7 @@ impl Kms {
             import_parameters: Vec::new(),
             imported: None,
             material_check: None,
+            custom_key_store_id: key_store.map(|(store, _)| store.id),
         };
         if let Some(text) = &record.policy {
             let policy = self.parsed_policy(text, true)?;
@@ -277,6 +311,9 @@ impl Kms {
                 continue;
             }
             self.store.delete_key(&record.key_id)?;
+            if let Some(store_id) = &record.custom_key_store_id {
+                self.destroy_token_key(store_id, &record.key_id);
+            }
             for version in &record.versions {
                 let wrapped = WrappedKey::from_bytes(version.wrapped.clone());
                 self.hsm
@@ -344,22 +381,32 @@ impl Kms {
             ),
             KeyUsage::KeyAgreement => (None, None, None),
         };
+        let unavailable = matches!(record.state, KeyState::Enabled | KeyState::Disabled)
+            && self.is_unavailable(record);
+        let token_label = record.custom_key_store_id.as_ref().and_then(|id| {
+            self.store
+                .custom_key_store(id)
+                .ok()
+                .flatten()
+                .map(|store| store.token_label)
+        });
         KeyMetadata {
             aws_account_id: self.account.clone(),
             key_id: record.key_id.clone(),
             arn: self.key_arn(&record.key_id),
             creation_date: record.created,
-            enabled: record.state == KeyState::Enabled,
+            enabled: record.state == KeyState::Enabled && !unavailable,
             description: record.description.clone(),
             key_usage: record.key_usage.name().to_owned(),
-            key_state: state_name(record.state).to_owned(),
+            key_state: if unavailable {
+                "Unavailable"
+            } else {
+                record.state.name()
+            }
+            .to_owned(),
             deletion_date: record.deletion_date,
             pending_deletion_window_in_days: None,
-            origin: match record.origin {
-                Origin::AwsKms => "AWS_KMS",
-                Origin::External => "EXTERNAL",
-            }
-            .into(),
+            origin: record.origin.name().into(),
             expiration_model: record
                 .imported
                 .as_ref()
@@ -379,6 +426,8 @@ impl Kms {
             signing_algorithms,
             mac_algorithms,
             multi_region: false,
+            custom_key_store_id: record.custom_key_store_id.clone(),
+            cloud_hsm_cluster_id: token_label,
         }
     }
 }
@@ -462,15 +511,6 @@ pub(crate) fn enum_error(field: &str, value: &str, allowed: &str) -> KmsError {
         value,
         &format!("Member must satisfy enum value set: {allowed}"),
     )
-}
-
-fn state_name(state: KeyState) -> &'static str {
-    match state {
-        KeyState::Enabled => "Enabled",
-        KeyState::Disabled => "Disabled",
-        KeyState::PendingDeletion => "PendingDeletion",
-        KeyState::PendingImport => "PendingImport",
-    }
 }
 
 /// A random (version 4) UUID from HSM randomness, as AWS key ids are.

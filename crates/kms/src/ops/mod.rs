@@ -3,9 +3,11 @@
 mod aliases;
 mod asymmetric;
 mod cryptography;
+mod custom_key_stores;
 mod grants;
 mod import;
 mod keys;
+mod material;
 mod policies;
 mod rotation;
 mod service;

@@ -237,6 +237,12 @@ impl Kms {
                 self.key_arn(&record.key_id)
             )));
         }
+        if record.custom_key_store_id.is_some() {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} is in a custom key store; keys in custom key stores do not rotate",
+                self.key_arn(&record.key_id)
+            )));
+        }
         if record.key_spec != KeySpec::SYMMETRIC_DEFAULT {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} is not a symmetric encryption key and does not support rotation",

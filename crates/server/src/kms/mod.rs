@@ -37,6 +37,12 @@ pub fn is_mutating(operation: &str) -> bool {
             | "GetParametersForImport"
             | "ImportKeyMaterial"
             | "DeleteImportedKeyMaterial"
+            // These talk to a PKCS#11 token as well as write.
+            | "CreateCustomKeyStore"
+            | "ConnectCustomKeyStore"
+            | "DisconnectCustomKeyStore"
+            | "UpdateCustomKeyStore"
+            | "DeleteCustomKeyStore"
     )
 }
 
@@ -104,6 +110,12 @@ pub fn dispatch(
         "GetParametersForImport" => respond!(get_parameters_for_import),
         "ImportKeyMaterial" => respond!(import_key_material),
         "DeleteImportedKeyMaterial" => respond!(delete_imported_key_material),
+        "CreateCustomKeyStore" => respond!(create_custom_key_store),
+        "DescribeCustomKeyStores" => respond!(describe_custom_key_stores),
+        "ConnectCustomKeyStore" => respond!(connect_custom_key_store),
+        "DisconnectCustomKeyStore" => respond!(disconnect_custom_key_store),
+        "UpdateCustomKeyStore" => respond!(update_custom_key_store),
+        "DeleteCustomKeyStore" => respond!(delete_custom_key_store),
         other => Err(WireError::unsupported_operation(other)),
     }
 }
