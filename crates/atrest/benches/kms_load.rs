@@ -10,7 +10,9 @@
 //!
 //! When SoftHSM2 is installed, a second server runs with its root key on a SoftHSM2 token (the
 //! PKCS#11 backend), and Encrypt and CreateKey are measured on both in the same run (issue 7).
-//! Encrypt with a loaded key never reaches the token; CreateKey wraps a new key on it.
+//! Encrypt with a loaded key never reaches the token; CreateKey wraps a new key on it. A third
+//! scenario encrypts with a key in a custom key store on that token, where every Encrypt is a
+//! C_Encrypt on the token.
 //!
 //! Run: `cargo bench -p atrest --bench kms_load` (optional: `ATREST_BENCH_SECONDS`,
 //! `ATREST_BENCH_CONNECTIONS`). Requests are signed once and replayed (valid for SigV4's
@@ -127,25 +129,46 @@ async fn pkcs11_run(
     let mut server = start_atrest_with_env(&dir.join("data"), port, free_port(), &[], &env);
     let result = async {
         let key_id = create_key(port).await?;
-        let encrypt = signed_request("Encrypt", &encrypt_body(&key_id));
+        let token_key_id = custom_key_store_key(port, "atrest-bench", &dir.join("pin")).await?;
         println!("\nsame server, root key on a SoftHSM2 token (PKCS#11 backend):");
         let mut ratios = Vec::new();
-        for (name, request) in [("Encrypt", encrypt), ("CreateKey", signed_request("CreateKey", "{}"))] {
+        // (what runs, the software-HSM scenario it is compared with, the request)
+        let scenarios = [
+            (
+                "Encrypt (pkcs11)",
+                "Encrypt",
+                signed_request("Encrypt", &encrypt_body(&key_id)),
+            ),
+            (
+                "CreateKey (pkcs11)",
+                "CreateKey",
+                signed_request("CreateKey", "{}"),
+            ),
+            // Every Encrypt with a custom key store's key is a C_Encrypt on the token.
+            (
+                "Encrypt (cks)",
+                "Encrypt",
+                signed_request("Encrypt", &encrypt_body(&token_key_id)),
+            ),
+        ];
+        for (name, peer, request) in scenarios {
             let stats = load(port, request, connections, Duration::from_secs(seconds)).await;
             println!(
                 "{:<16} {:>10.0} {:>10.3} {:>10.3} {:>8}",
-                format!("{name} (pkcs11)"),
+                name,
                 stats.rate,
                 stats.percentile(0.50),
                 stats.percentile(0.99),
                 stats.errors
             );
-            if let Some((_, soft)) = software.iter().find(|(scenario, _)| *scenario == name) {
-                ratios.push((name, stats.rate / soft.max(1.0)));
+            if let Some((_, soft)) = software.iter().find(|(scenario, _)| *scenario == peer) {
+                ratios.push((name, peer, stats.rate / soft.max(1.0)));
             }
         }
-        for (name, ratio) in ratios {
-            println!("ratio {name} on PKCS#11 (SoftHSM2) / software HSM = {ratio:.2} (reported; no target yet)");
+        for (name, peer, ratio) in ratios {
+            println!(
+                "ratio {name} / {peer} on the software HSM = {ratio:.2} (reported; no target yet)"
+            );
         }
         Ok::<(), String>(())
     }
@@ -406,6 +429,34 @@ async fn create_key_with_policy(port: u16, policy: &str) -> Result<String, Strin
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| "no KeyId".into())
+}
+
+/// A key in a custom key store on `token` (created and connected here), whose material is
+/// generated and used on the token.
+async fn custom_key_store_key(
+    port: u16,
+    token: &str,
+    pin_file: &std::path::Path,
+) -> Result<String, String> {
+    let store = serde_json::json!({
+        "CustomKeyStoreName": "bench",
+        "CloudHsmClusterId": token,
+        "KeyStorePassword": format!("file:{}", pin_file.display()),
+    });
+    let created = call(port, "CreateCustomKeyStore", &store.to_string()).await?;
+    let created: serde_json::Value = serde_json::from_str(&created).map_err(|e| e.to_string())?;
+    let store_id = created["CustomKeyStoreId"]
+        .as_str()
+        .ok_or("no CustomKeyStoreId")?;
+    let id = serde_json::json!({ "CustomKeyStoreId": store_id }).to_string();
+    call(port, "ConnectCustomKeyStore", &id).await?;
+    let key = serde_json::json!({ "CustomKeyStoreId": store_id, "Origin": "AWS_CLOUDHSM" });
+    let body = call(port, "CreateKey", &key.to_string()).await?;
+    let value: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    value["KeyMetadata"]["KeyId"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no KeyId for the custom key store's key".into())
 }
 
 async fn create_key(port: u16) -> Result<String, String> {

@@ -168,3 +168,108 @@ fn read_root_key_attributes_in_a_child() {
         summary["never_extractable"]
     );
 }
+
+/// A custom key store on the very token that holds the root key, through aws-sdk-kms: the
+/// module is loaded once and shared, disconnecting the store leaves the root key's sessions
+/// alone, and keys that do not need the store keep working while it is disconnected.
+#[tokio::test]
+async fn a_custom_key_store_shares_the_root_keys_token_and_module() {
+    let token = Token::new("atrest-root-and-cks-token");
+    let server = Server::start_on_token(token);
+    let kms = server.client();
+    let token = server.token.as_ref().unwrap();
+    let ordinary = new_key(&kms).await;
+
+    let store_id = kms
+        .create_custom_key_store()
+        .custom_key_store_name("shared-token")
+        .cloud_hsm_cluster_id(&token.label)
+        .key_store_password(format!("file:{}", token.pin_file().display()))
+        .send()
+        .await
+        .unwrap()
+        .custom_key_store_id()
+        .unwrap()
+        .to_owned();
+    kms.connect_custom_key_store()
+        .custom_key_store_id(&store_id)
+        .send()
+        .await
+        .unwrap();
+    let described = kms
+        .describe_custom_key_stores()
+        .custom_key_store_name("shared-token")
+        .send()
+        .await
+        .unwrap();
+    let store = &described.custom_key_stores()[0];
+    assert_eq!(store.custom_key_store_id(), Some(store_id.as_str()));
+    assert_eq!(store.cloud_hsm_cluster_id(), Some(token.label.as_str()));
+    assert_eq!(
+        store.connection_state(),
+        Some(&aws_sdk_kms::types::ConnectionStateType::Connected)
+    );
+
+    let on_token = kms
+        .create_key()
+        .custom_key_store_id(&store_id)
+        .origin(aws_sdk_kms::types::OriginType::AwsCloudhsm)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let sealed = kms
+        .encrypt()
+        .key_id(&on_token)
+        .plaintext(Blob::new(b"on the shared token"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+    // ReEncrypt from the token's key to an ordinary one and back.
+    let moved = kms
+        .re_encrypt()
+        .ciphertext_blob(sealed.clone())
+        .destination_key_id(&ordinary)
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+    let back = kms.decrypt().ciphertext_blob(moved).send().await.unwrap();
+    assert_eq!(back.plaintext().unwrap().as_ref(), b"on the shared token");
+
+    kms.disconnect_custom_key_store()
+        .custom_key_store_id(&store_id)
+        .send()
+        .await
+        .unwrap();
+    crate::harness::assert_code(
+        kms.decrypt().ciphertext_blob(sealed.clone()).send().await,
+        "KMSInvalidStateException",
+    );
+    // The root key's sessions survived the store's disconnection.
+    let fresh = new_key(&kms).await;
+    kms.encrypt()
+        .key_id(&fresh)
+        .plaintext(Blob::new(b"root key still there"))
+        .send()
+        .await
+        .unwrap();
+    kms.connect_custom_key_store()
+        .custom_key_store_id(&store_id)
+        .send()
+        .await
+        .unwrap();
+    let reopened = kms.decrypt().ciphertext_blob(sealed).send().await.unwrap();
+    assert_eq!(
+        reopened.plaintext().unwrap().as_ref(),
+        b"on the shared token"
+    );
+}
