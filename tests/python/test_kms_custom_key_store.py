@@ -4,6 +4,7 @@ the token's user PIN (here as a file: reference). The token itself is read with 
 pkcs11-tool to show the KMS key lives there, sensitive and never extractable."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -194,6 +195,30 @@ def test_a_wrong_pin_fails_the_connection_until_the_password_is_fixed(hsm_server
     assert key_id in softhsm.secret_keys(OTHER_TOKEN)
     # The PIN given in the request is kept wrapped by the HSM, never as text.
     server.assert_not_on_disk(USER_PIN.encode(), "the token PIN")
+
+
+def test_a_token_that_vanishes_fails_its_keys_clearly_and_nothing_else(hsm_server):
+    softhsm, server = hsm_server
+    kms = server.client()
+    store_id = create_store(kms, softhsm)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    on_token = kms.create_key(CustomKeyStoreId=store_id, Origin="AWS_CLOUDHSM")["KeyMetadata"]["KeyId"]
+    ordinary = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.encrypt(KeyId=on_token, Plaintext=b"before")
+
+    # The token's storage disappears under the running server.
+    shutil.rmtree(softhsm.dir / "tokens")
+    (softhsm.dir / "tokens").mkdir()
+    error = raises("KMSInternalException", kms.encrypt, KeyId=on_token, Plaintext=b"after")
+    assert TOKEN in error.response["Error"]["Message"]
+    assert kms.describe_key(KeyId=on_token)["KeyMetadata"]["KeyState"] == "Enabled"
+    blob = kms.encrypt(KeyId=ordinary, Plaintext=b"unaffected")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"unaffected"
+    # Reconnecting says what is wrong.
+    kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+    kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+    store = describe(kms, store_id)
+    assert (store["ConnectionState"], store["ConnectionErrorCode"]) == ("FAILED", "CLUSTER_NOT_FOUND")
 
 
 def test_custom_key_stores_need_a_pkcs11_module(server):
