@@ -390,6 +390,32 @@ pub async fn new_key(kms: &Client) -> String {
         .to_owned()
 }
 
+/// Encrypts `plaintext` under `key` (no encryption context) and returns the ciphertext blob.
+pub async fn encrypt(kms: &Client, key: &str, plaintext: &[u8]) -> aws_sdk_kms::primitives::Blob {
+    kms.encrypt()
+        .key_id(key)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone()
+}
+
+/// Decrypts a symmetric ciphertext blob (its header names the key).
+pub async fn decrypt(kms: &Client, blob: aws_sdk_kms::primitives::Blob) -> Vec<u8> {
+    kms.decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
 /// Asserts that an SDK call failed with the AWS error code `expected`.
 #[track_caller]
 pub fn assert_code<T, E, R>(result: Result<T, aws_sdk_kms::error::SdkError<E, R>>, expected: &str)

@@ -7,7 +7,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 
-use crate::harness::{SOFTHSM_MODULE, Server, TOKEN_PIN, Token, new_key};
+use crate::harness::{SOFTHSM_MODULE, Server, TOKEN_PIN, Token, decrypt, encrypt, new_key};
 
 fn root_key_label(server: &Server) -> String {
     let settings: serde_json::Value =
@@ -221,16 +221,7 @@ async fn a_custom_key_store_shares_the_root_keys_token_and_module() {
         .unwrap()
         .key_id()
         .to_owned();
-    let sealed = kms
-        .encrypt()
-        .key_id(&on_token)
-        .plaintext(Blob::new(b"on the shared token"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob()
-        .unwrap()
-        .clone();
+    let sealed = encrypt(&kms, &on_token, b"on the shared token").await;
     // ReEncrypt from the token's key to an ordinary one and back.
     let moved = kms
         .re_encrypt()
@@ -242,8 +233,7 @@ async fn a_custom_key_store_shares_the_root_keys_token_and_module() {
         .ciphertext_blob()
         .unwrap()
         .clone();
-    let back = kms.decrypt().ciphertext_blob(moved).send().await.unwrap();
-    assert_eq!(back.plaintext().unwrap().as_ref(), b"on the shared token");
+    assert_eq!(decrypt(&kms, moved).await, b"on the shared token");
 
     kms.disconnect_custom_key_store()
         .custom_key_store_id(&store_id)
@@ -256,12 +246,7 @@ async fn a_custom_key_store_shares_the_root_keys_token_and_module() {
     );
     // The root key's sessions survived the store's disconnection.
     let fresh = new_key(&kms).await;
-    kms.encrypt()
-        .key_id(&fresh)
-        .plaintext(Blob::new(b"root key still there"))
-        .send()
-        .await
-        .unwrap();
+    encrypt(&kms, &fresh, b"root key still there").await;
     kms.connect_custom_key_store()
         .custom_key_store_id(&store_id)
         .send()
