@@ -258,3 +258,25 @@ async fn a_custom_key_store_shares_the_root_keys_token_and_module() {
         b"on the shared token"
     );
 }
+
+/// The root key's token goes away under a running server: what needs the token (a new key)
+/// fails with a clear error; what does not (a key already loaded, metadata) keeps working.
+#[tokio::test]
+async fn a_root_token_that_vanishes_fails_only_what_needs_it() {
+    let server = Server::start_on_token(Token::new("atrest-vanishing-root"));
+    let kms = server.client();
+    let key = new_key(&kms).await;
+    let sealed = encrypt(&kms, &key, b"loaded before the token went").await;
+    let tokens = server.token.as_ref().unwrap().dir.path().join("tokens");
+    std::fs::remove_dir_all(&tokens).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+
+    let refused = kms.create_key().send().await.unwrap_err();
+    assert_eq!(crate::harness::error_code(&refused), "KMSInternalException");
+    let message = format!("{:?}", refused.into_service_error());
+    assert!(message.contains("atrest-vanishing-root"), "{message}");
+    assert_eq!(decrypt(&kms, sealed).await, b"loaded before the token went");
+    encrypt(&kms, &key, b"still served").await;
+    kms.describe_key().key_id(&key).send().await.unwrap();
+    kms.list_keys().send().await.unwrap();
+}
