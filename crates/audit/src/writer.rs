@@ -48,6 +48,9 @@ struct Writer {
     prev: String,
     since_digest: u64,
     last_digest: Instant,
+    /// When signing a digest last failed (the HSM or its token unavailable): the records keep
+    /// going down, chained and fsynced, and the digest is tried again an interval later.
+    digest_failed_at: Option<Instant>,
     clock: SecondClock,
     last_head: Instant,
 }
@@ -94,6 +97,7 @@ impl AuditLog {
             prev,
             since_digest: 0,
             last_digest: Instant::now(),
+            digest_failed_at: None,
             clock: SecondClock::default(),
             last_head: Instant::now(),
         };
@@ -162,20 +166,47 @@ impl Writer {
         }
     }
 
+    /// Appends a batch. If it cannot be written, the chain is rewound to before the batch, so
+    /// the records that follow link to what is really in the file.
     fn commit<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), AuditError> {
+        let before = (self.seq, self.prev.clone(), self.since_digest, self.end);
+        let result = self.append(events);
+        if result.is_err() {
+            (self.seq, self.prev, self.since_digest, self.end) = before;
+        }
+        result
+    }
+
+    fn append<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), AuditError> {
         let mut buffer = Vec::with_capacity(8192);
         for fields in events {
             self.push_line(&mut buffer, fields, None);
         }
-        let digest_due = self.since_digest >= DIGEST_EVERY
-            || self.last_digest.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS;
+        let retry_allowed = self
+            .digest_failed_at
+            .is_none_or(|failed| failed.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS);
+        let digest_due = retry_allowed
+            && (self.since_digest >= DIGEST_EVERY
+                || self.last_digest.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS);
         if digest_due {
-            self.push_digest(&mut buffer)?;
+            // A digest that cannot be signed must not stop the requests being recorded: the
+            // chain still links them, and the next digest that can be signed covers them.
+            // (Signing comes before any state changes, so a failure leaves the chain intact.)
+            match self.push_digest(&mut buffer) {
+                Ok(()) => self.digest_failed_at = None,
+                Err(error) => {
+                    self.digest_failed_at = Some(Instant::now());
+                    tracing::error!(%error, "could not sign an audit digest; records are written and the digest is retried");
+                }
+            }
         }
         self.write_at_end(&buffer)?;
         self.file.sync_data()?;
-        if digest_due || self.last_head.elapsed() >= HEAD_INTERVAL {
-            self.write_head()?;
+        if (digest_due || self.last_head.elapsed() >= HEAD_INTERVAL)
+            && let Err(error) = self.write_head()
+        {
+            // The head only speeds up checks of the log's end; a stale one understates it.
+            tracing::error!(%error, "could not update the audit head");
         }
         Ok(())
     }
