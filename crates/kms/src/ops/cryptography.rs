@@ -7,6 +7,7 @@ use atrest_crypto::context::canonical_bytes;
 use atrest_crypto::{CiphertextBlob, SecretBytes};
 use atrest_hsm::{HsmError, OaepHash, WrappedKey};
 
+use super::material::{newest_version, wrapped_material};
 use crate::api::{
     Blob, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, EncryptionContext,
     GenerateDataKeyRequest, GenerateDataKeyResponse, GenerateMacResponse, GenerateRandomRequest,
@@ -15,7 +16,7 @@ use crate::api::{
 };
 use crate::model::{KeyRecord, KeySpec, KeyUsage};
 use crate::ops::keys::enum_error;
-use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes, material_label};
+use crate::resolve::{Aliases, key_id_bytes, key_id_from_bytes};
 use atrest_policy::Context;
 
 use crate::authz::encryption_context_facts;
@@ -538,9 +539,7 @@ impl Kms {
         &self,
         record: &KeyRecord,
     ) -> Result<(u32, super::material::SymmetricKey), KmsError> {
-        let version = record.current_version().ok_or_else(|| {
-            KmsError::Internal(format!("key {} has no key material", record.key_id))
-        })?;
+        let version = newest_version(record)?;
         Ok((version.number, self.symmetric_key(record, version)?))
     }
 
@@ -571,13 +570,7 @@ impl Kms {
 
 /// The newest version of an HMAC or asymmetric key (these are never in custom key stores).
 pub(crate) fn current_version(record: &KeyRecord) -> Result<(WrappedKey, Vec<u8>), KmsError> {
-    let version = record
-        .current_version()
-        .ok_or_else(|| KmsError::Internal(format!("key {} has no key material", record.key_id)))?;
-    Ok((
-        WrappedKey::from_bytes(version.wrapped.clone()),
-        material_label(&record.key_id, version.number),
-    ))
+    Ok(wrapped_material(record, newest_version(record)?))
 }
 
 /// The condition keys of an encryption or decryption request.

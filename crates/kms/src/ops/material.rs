@@ -33,10 +33,8 @@ impl Kms {
         version: &KeyVersion,
     ) -> Result<SymmetricKey, KmsError> {
         let Some(store_id) = &record.custom_key_store_id else {
-            return Ok(SymmetricKey::Hsm {
-                wrapped: WrappedKey::from_bytes(version.wrapped.clone()),
-                label: material_label(&record.key_id, version.number),
-            });
+            let (wrapped, label) = wrapped_material(record, version);
+            return Ok(SymmetricKey::Hsm { wrapped, label });
         };
         let keys = self
             .key_stores
@@ -64,6 +62,21 @@ impl Kms {
             .as_deref()
             .is_some_and(|id| !self.key_stores.is_connected(id))
     }
+}
+
+/// The newest version of a key; every key past PendingImport has one.
+pub(crate) fn newest_version(record: &KeyRecord) -> Result<&KeyVersion, KmsError> {
+    record
+        .current_version()
+        .ok_or_else(|| KmsError::Internal(format!("key {} has no key material", record.key_id)))
+}
+
+/// A version's HSM-wrapped material and the label it was wrapped under.
+pub(crate) fn wrapped_material(record: &KeyRecord, version: &KeyVersion) -> (WrappedKey, Vec<u8>) {
+    (
+        WrappedKey::from_bytes(version.wrapped.clone()),
+        material_label(&record.key_id, version.number),
+    )
 }
 
 impl SymmetricKey {
