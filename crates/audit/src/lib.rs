@@ -138,6 +138,54 @@ mod tests {
         }
     }
 
+    /// Many requests at once, past the end of the first padding step: every record lands
+    /// once, in chain order, and the log verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_chained_in_order_past_the_padding() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer(dir.path());
+        let log = Arc::new(AuditLog::open(&dir.path().join("audit"), signer.clone()).unwrap());
+        let tasks = (0..32).map(|task| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                for index in 0..200 {
+                    let event = Event {
+                        event_source: "kms".into(),
+                        event_name: "Encrypt".into(),
+                        request_id: format!("req-{task}-{index}"),
+                        // About 300 bytes a record, so 6,400 records pass a 1 MiB padding step.
+                        request_parameters: Some(serde_json::json!({ "pad": "x".repeat(200) })),
+                        ..Event::default()
+                    };
+                    log.append(event).await.unwrap();
+                }
+            })
+        });
+        for task in tasks.collect::<Vec<_>>() {
+            task.await.unwrap();
+        }
+        drop(Arc::into_inner(log).expect("every task is done"));
+        let report = verify(&dir.path().join("audit"), &signer).unwrap();
+        assert!(report.ok() && !report.torn_tail, "{report:?}");
+        assert_eq!(report.records, 32 * 200);
+        let written: usize = lines(dir.path()).iter().map(String::len).sum();
+        assert!(
+            written > 1 << 20,
+            "only {written} bytes: the padding was never extended"
+        );
+        let ids: std::collections::HashSet<String> = lines(dir.path())
+            .iter()
+            .filter(|line| line.contains("req-"))
+            .map(|line| {
+                serde_json::from_str::<Record>(line)
+                    .unwrap()
+                    .event
+                    .request_id
+            })
+            .collect();
+        assert_eq!(ids.len(), 32 * 200);
+    }
+
     #[tokio::test]
     async fn a_torn_record_from_a_crash_is_cut_and_the_chain_continues() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,14 @@
-//! Appending: one writer thread group-commits records. A request's record is written and
-//! fsynced (with whatever else arrived meanwhile) before `append` returns, and so before the
-//! response is sent. The head is rewritten after every batch.
+//! Appending: each request chains its own record onto an in-memory tail, on its own thread
+//! under a short lock, then waits for the flusher thread. The flusher writes and `fdatasync`s
+//! in a loop while records wait, so one write and one sync cover everything chained while the
+//! previous ones ran (group commit, as PostgreSQL's WAL writer does). A record is durable
+//! before `append` returns, and so before the response is sent.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -16,12 +18,14 @@ use crate::record::{Event, Record};
 use crate::signer::DigestSigner;
 use crate::{AuditError, DIGEST_EVERY, HEAD_FILE, LOG_FILE};
 
-/// The log grows in zero-filled steps of this size.
-const PREALLOCATE: u64 = 4 << 20;
-/// At most this many records share one write and fsync.
-const MAX_BATCH: usize = 1024;
-/// The head is rewritten at most this often (and with every digest). Rewriting it after every
-/// batch cost more than the batch's fsync (a rename per batch); between rewrites, cutting off
+/// The flusher keeps at least this much zero padding past the end of the log...
+const PADDING_LOW_WATER: u64 = 1 << 20;
+/// ...by adding this much at a time. Overwriting blocks that already exist lets `fdatasync`
+/// skip the metadata journal commit an append needs (measured here: 144 µs against 424 µs for
+/// 8 KiB).
+const PADDING_STEP: u64 = 1 << 20;
+/// The head is rewritten at most this often (and at every digest the flusher sees). Rewriting
+/// it after every flush cost more than the flush (a rename each); between rewrites, cutting off
 /// the newest records goes unnoticed until the next head, at most this long.
 const HEAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// A digest record is written at least this often while records arrive.
@@ -31,28 +35,48 @@ type Ack = oneshot::Sender<Result<(), String>>;
 
 #[derive(Debug)]
 pub struct AuditLog {
-    /// `None` only while dropping.
-    sender: Option<mpsc::Sender<(Vec<u8>, Ack)>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    flusher: Option<std::thread::JoinHandle<()>>,
 }
 
-struct Writer {
+struct Shared {
     file: File,
-    /// Where the next record goes: the log is preallocated with zeros past it.
-    end: u64,
-    /// File length (records plus zero padding).
-    allocated: u64,
     dir: PathBuf,
     signer: DigestSigner,
+    tail: Mutex<Tail>,
+    /// Wakes the flusher when records wait and it is idle, or when the log closes.
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+/// The end of the chain: what the next record links to and where it goes.
+struct Tail {
     seq: u64,
     prev: String,
+    /// Records chained but not yet handed to the flusher, which writes them at `end`.
+    pending: Vec<u8>,
+    /// Where the pending records go: the log is preallocated with zeros past it.
+    end: u64,
     since_digest: u64,
     last_digest: Instant,
     /// When signing a digest last failed (the HSM or its token unavailable): the records keep
     /// going down, chained and fsynced, and the digest is tried again an interval later.
     digest_failed_at: Option<Instant>,
     clock: SecondClock,
-    last_head: Instant,
+    /// The requests whose records are pending.
+    waiting: Vec<Ack>,
+    flusher_idle: bool,
+    closing: bool,
+    /// Set when a write or an `fdatasync` failed. Records chained after the failed ones are
+    /// already pending, and after a failed flush the kernel may have dropped unsynced pages,
+    /// so what the file holds is unknown: every later append fails until a restart recovers
+    /// the log from what is really on disk (PostgreSQL stops for the same reason).
+    failed: Option<String>,
 }
 
 /// The current time as ISO 8601, formatted once per second rather than once per record.
@@ -77,7 +101,7 @@ impl SecondClock {
 
 impl AuditLog {
     /// Opens (or creates) the log in `dir`, cutting off a record torn by a crash, and starts
-    /// the writer thread.
+    /// the flusher thread.
     pub fn open(dir: &Path, signer: DigestSigner) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)?;
         let Recovered {
@@ -87,39 +111,44 @@ impl AuditLog {
             end,
             allocated,
         } = recover(&dir.join(LOG_FILE))?;
-        let mut writer = Writer {
+        let shared = Arc::new(Shared {
             file,
-            end,
-            allocated,
             dir: dir.to_path_buf(),
             signer,
-            seq,
-            prev,
-            since_digest: 0,
-            last_digest: Instant::now(),
-            digest_failed_at: None,
-            clock: SecondClock::default(),
-            last_head: Instant::now(),
+            tail: Mutex::new(Tail {
+                seq,
+                prev,
+                pending: Vec::with_capacity(64 << 10),
+                end,
+                since_digest: 0,
+                last_digest: Instant::now(),
+                digest_failed_at: None,
+                clock: SecondClock::default(),
+                waiting: Vec::new(),
+                flusher_idle: false,
+                closing: false,
+                failed: None,
+            }),
+            wake: Condvar::new(),
+        });
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("audit-flusher".into())
+                .spawn(move || shared.flush_loop(allocated))?
         };
-        let (sender, receiver) = mpsc::channel::<(Vec<u8>, Ack)>();
-        let handle = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(&receiver))?;
         Ok(Self {
-            sender: Some(sender),
-            writer: Some(handle),
+            shared,
+            flusher: Some(flusher),
         })
     }
 
-    /// Appends one record; returns once it is durable. The event is serialized here, on the
-    /// caller's thread, so the single writer only stitches the chain fields around it.
+    /// Appends one record; returns once it is durable. The record is serialized and chained
+    /// here, on the caller's thread; the flusher only writes and syncs.
     pub async fn append(&self, event: Event) -> Result<(), AuditError> {
         let fields = event_fields(&event)?;
         let (ack, done) = oneshot::channel();
-        let sender = self.sender.as_ref().ok_or(AuditError::WriterStopped)?;
-        sender
-            .send((fields, ack))
-            .map_err(|_| AuditError::WriterStopped)?;
+        self.shared.write_record(&fields, ack)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(AuditError::Io(std::io::Error::other(message))),
@@ -128,112 +157,176 @@ impl AuditLog {
     }
 }
 
-/// Closing the log waits for the writer to seal it with a digest.
+/// Closing the log waits for the flusher to finish, then seals the log with a digest.
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        drop(self.sender.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if let Err(error) = self.shared.seal() {
+            tracing::error!(%error, "could not write the closing audit digest");
         }
     }
 }
 
-impl Writer {
-    fn run(&mut self, receiver: &mpsc::Receiver<(Vec<u8>, Ack)>) {
-        while let Ok(first) = receiver.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tail> {
+        // Nothing under the lock panics; were it to, the chain fields are advanced together
+        // after the line is built, so the tail is still one the next record can follow.
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Chains one record (and a digest, when one is due) onto the pending tail and queues
+    /// `ack` for the flush that writes it.
+    fn write_record(&self, fields: &[u8], ack: Ack) -> Result<(), AuditError> {
+        let mut guard = self.lock();
+        let tail = &mut *guard;
+        if let Some(message) = &tail.failed {
+            return Err(AuditError::Io(std::io::Error::other(message.clone())));
+        }
+        if tail.closing {
+            return Err(AuditError::WriterStopped);
+        }
+        let mut pending = std::mem::take(&mut tail.pending);
+        tail.push_line(&mut pending, fields, None);
+        if tail.digest_due() {
+            self.push_digest_or_retry_later(tail, &mut pending);
+        }
+        tail.pending = pending;
+        tail.waiting.push(ack);
+        if tail.flusher_idle {
+            tail.flusher_idle = false;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A digest that cannot be signed must not stop the requests being recorded: the chain
+    /// still links them, and the next digest that can be signed covers them. (Signing comes
+    /// before any state changes, so a failure leaves the chain intact.)
+    fn push_digest_or_retry_later(&self, tail: &mut Tail, buffer: &mut Vec<u8>) {
+        match tail.push_digest(&self.signer, buffer) {
+            Ok(()) => tail.digest_failed_at = None,
+            Err(error) => {
+                tail.digest_failed_at = Some(Instant::now());
+                tracing::error!(%error, "could not sign an audit digest; records are written and the digest is retried");
+            }
+        }
+    }
+
+    /// Writes and syncs the pending records in a loop while requests wait for them; sleeps
+    /// when none do. `allocated` is the file's length (records plus zero padding): records go
+    /// over the padding while there is enough of it, else past the end of the file.
+    fn flush_loop(&self, mut allocated: u64) {
+        let mut last_head = Instant::now();
+        let mut spare = Vec::with_capacity(64 << 10);
+        loop {
+            let (acks, buffer, offset, synced) = {
+                let mut tail = self.lock();
+                while tail.waiting.is_empty() && !tail.closing {
+                    tail.flusher_idle = true;
+                    tail = self.wake.wait(tail).unwrap_or_else(PoisonError::into_inner);
                 }
-            }
+                tail.flusher_idle = false;
+                if tail.waiting.is_empty() {
+                    return; // closing, and nothing left to flush
+                }
+                let buffer = std::mem::replace(&mut tail.pending, std::mem::take(&mut spare));
+                let offset = tail.end;
+                tail.end += buffer.len() as u64;
+                (
+                    std::mem::take(&mut tail.waiting),
+                    buffer,
+                    offset,
+                    (tail.seq, tail.prev.clone(), tail.since_digest == 0),
+                )
+            };
             let result = self
-                .commit(batch.iter().map(|(event, _)| event))
-                .map_err(|error| error.to_string());
-            if let Err(message) = &result {
-                tracing::error!(%message, "audit log write failed; the requests in this batch fail");
-            }
-            for (_, ack) in batch {
+                .file
+                .write_all_at(&buffer, offset)
+                .and_then(|()| self.file.sync_data())
+                .map_err(|error| {
+                    let message = format!("audit log write failed: {error}; restart to recover");
+                    tracing::error!(%message, "every later request fails until the server restarts");
+                    self.lock().failed = Some(message.clone());
+                    message
+                });
+            let buffer_len = buffer.len() as u64;
+            spare = buffer;
+            spare.clear();
+            for ack in acks {
                 let _ = ack.send(result.clone());
             }
-        }
-        // Every sender is gone: the server is stopping. Seal the log with a digest.
-        if self.since_digest > 0
-            && let Err(error) = self.commit_digest_only()
-        {
-            tracing::error!(%error, "could not write the closing audit digest");
+            let (seq, prev, digest_just_written) = synced;
+            if result.is_ok() && (digest_just_written || last_head.elapsed() >= HEAD_INTERVAL) {
+                last_head = Instant::now();
+                if let Err(error) = self.write_head(seq, &prev) {
+                    // The head only speeds up checks of the log's end; a stale one understates it.
+                    tracing::error!(%error, "could not update the audit head");
+                }
+            }
+            if let Err(error) = self.keep_padding_ahead(offset + buffer_len, &mut allocated) {
+                tracing::error!(%error, "could not extend the audit log's padding");
+            }
         }
     }
 
-    /// Appends a batch. If it cannot be written, the chain is rewound to before the batch, so
-    /// the records that follow link to what is really in the file.
-    fn commit<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), AuditError> {
-        let before = (self.seq, self.prev.clone(), self.since_digest, self.end);
-        let result = self.append(events);
-        if result.is_err() {
-            (self.seq, self.prev, self.since_digest, self.end) = before;
+    /// Grows the zero padding before records reach its end. Only this thread writes the file
+    /// (records and padding), so nothing can land in the range while it is zeroed.
+    fn keep_padding_ahead(&self, written_end: u64, allocated: &mut u64) -> Result<(), AuditError> {
+        if *allocated >= written_end + PADDING_LOW_WATER {
+            return Ok(());
         }
-        result
+        let from = (*allocated).max(written_end);
+        let zeros = vec![0u8; usize::try_from(PADDING_STEP).unwrap_or(0)];
+        self.file.write_all_at(&zeros, from)?;
+        self.file.sync_all()?;
+        *allocated = from + PADDING_STEP;
+        Ok(())
     }
 
-    fn append<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), AuditError> {
-        let mut buffer = Vec::with_capacity(8192);
-        for fields in events {
-            self.push_line(&mut buffer, fields, None);
+    /// The log is closing and the flusher has stopped: seal it with a digest and a head.
+    fn seal(&self) -> Result<(), AuditError> {
+        let mut tail = self.lock();
+        if tail.failed.is_some() {
+            return Ok(());
         }
+        if tail.since_digest > 0 {
+            let mut buffer = Vec::new();
+            tail.push_digest(&self.signer, &mut buffer)?;
+            self.file.write_all_at(&buffer, tail.end)?;
+            tail.end += buffer.len() as u64;
+            self.file.sync_data()?;
+        }
+        self.write_head(tail.seq, &tail.prev)
+    }
+
+    /// Replaced atomically; not fsynced: after a crash a stale head only understates the log.
+    fn write_head(&self, seq: u64, prev: &str) -> Result<(), AuditError> {
+        let head = Head {
+            seq,
+            hash: prev.to_owned(),
+            hmac: self.signer.sign(seq, prev)?,
+        };
+        let text = serde_json::to_vec(&head)
+            .map_err(|error| AuditError::Io(std::io::Error::other(error)))?;
+        let temp = self.dir.join(format!(".{HEAD_FILE}.tmp"));
+        std::fs::write(&temp, text)?;
+        std::fs::rename(temp, self.dir.join(HEAD_FILE))?;
+        Ok(())
+    }
+}
+
+impl Tail {
+    fn digest_due(&self) -> bool {
         let retry_allowed = self
             .digest_failed_at
             .is_none_or(|failed| failed.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS);
-        let digest_due = retry_allowed
+        retry_allowed
             && (self.since_digest >= DIGEST_EVERY
-                || self.last_digest.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS);
-        if digest_due {
-            // A digest that cannot be signed must not stop the requests being recorded: the
-            // chain still links them, and the next digest that can be signed covers them.
-            // (Signing comes before any state changes, so a failure leaves the chain intact.)
-            match self.push_digest(&mut buffer) {
-                Ok(()) => self.digest_failed_at = None,
-                Err(error) => {
-                    self.digest_failed_at = Some(Instant::now());
-                    tracing::error!(%error, "could not sign an audit digest; records are written and the digest is retried");
-                }
-            }
-        }
-        self.write_at_end(&buffer)?;
-        self.file.sync_data()?;
-        if (digest_due || self.last_head.elapsed() >= HEAD_INTERVAL)
-            && let Err(error) = self.write_head()
-        {
-            // The head only speeds up checks of the log's end; a stale one understates it.
-            tracing::error!(%error, "could not update the audit head");
-        }
-        Ok(())
-    }
-
-    fn commit_digest_only(&mut self) -> Result<(), AuditError> {
-        let mut buffer = Vec::new();
-        self.push_digest(&mut buffer)?;
-        self.write_at_end(&buffer)?;
-        self.file.sync_data()?;
-        self.write_head()
-    }
-
-    /// Writes `buffer` over the zero padding at the end, extending the padding first when it is
-    /// short. Overwriting blocks that already exist lets `fdatasync` skip the metadata journal
-    /// commit an append needs (measured here: 144 µs against 424 µs for 8 KiB).
-    fn write_at_end(&mut self, buffer: &[u8]) -> Result<(), AuditError> {
-        let needed = self.end + buffer.len() as u64;
-        if needed > self.allocated {
-            let grown = needed.div_ceil(PREALLOCATE) * PREALLOCATE;
-            let zeros = vec![0u8; usize::try_from(grown - self.allocated).unwrap_or(0)];
-            self.file.write_all_at(&zeros, self.allocated)?;
-            self.file.sync_all()?;
-            self.allocated = grown;
-        }
-        self.file.write_all_at(buffer, self.end)?;
-        self.end = needed;
-        Ok(())
+                || self.last_digest.elapsed().as_secs() >= DIGEST_INTERVAL_SECONDS)
     }
 
     /// Writes `{"seq":N,"time":"T",<fields>,["digest":"D",]"prev":"H"}` and advances the chain:
@@ -263,8 +356,12 @@ impl Writer {
         buffer.push(b'\n');
     }
 
-    fn push_digest(&mut self, buffer: &mut Vec<u8>) -> Result<(), AuditError> {
-        let digest = self.signer.sign(self.seq + 1, &self.prev)?;
+    fn push_digest(
+        &mut self,
+        signer: &DigestSigner,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), AuditError> {
+        let digest = signer.sign(self.seq + 1, &self.prev)?;
         let event = Event {
             event_source: "atrest".into(),
             event_name: "AuditDigest".into(),
@@ -273,22 +370,6 @@ impl Writer {
         self.push_line(buffer, &event_fields(&event)?, Some(&digest));
         self.since_digest = 0;
         self.last_digest = Instant::now();
-        Ok(())
-    }
-
-    /// Replaced atomically; not fsynced: after a crash a stale head only understates the log.
-    fn write_head(&mut self) -> Result<(), AuditError> {
-        self.last_head = Instant::now();
-        let head = Head {
-            seq: self.seq,
-            hash: self.prev.clone(),
-            hmac: self.signer.sign(self.seq, &self.prev)?,
-        };
-        let text = serde_json::to_vec(&head)
-            .map_err(|error| AuditError::Io(std::io::Error::other(error)))?;
-        let temp = self.dir.join(format!(".{HEAD_FILE}.tmp"));
-        std::fs::write(&temp, text)?;
-        std::fs::rename(temp, self.dir.join(HEAD_FILE))?;
         Ok(())
     }
 }
