@@ -214,6 +214,44 @@ def test_grants_allow_within_their_constraints_and_can_be_retired(server, kms):
     assert kms.list_grants(KeyId=key)["Grants"] == []
 
 
+def test_create_grant_from_a_grant_is_limited_to_the_parent(server, kms):
+    """AWS's parent/child example: a grantee holding CreateGrant through a grant may pass on only
+    the parent's operations, under constraints at least as strict as the parent's."""
+    iam = server.client("iam")
+    parent_user = make_user(server, iam, "parent-grantee")
+    make_user(server, iam, "child-grantee")
+    delegate = make_user(server, iam, "delegate-grantee")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    it = {"Department": "IT"}
+    kms.create_grant(KeyId=key, GranteePrincipal=user_arn("parent-grantee"),
+                     Operations=["GenerateDataKey", "Decrypt", "CreateGrant"],
+                     Constraints={"EncryptionContextSubset": it})
+
+    def child(operations, constraints=None, grantee="child-grantee"):
+        extra = {"Constraints": constraints} if constraints is not None else {}
+        return lambda: parent_user.create_grant(KeyId=key, GranteePrincipal=user_arn(grantee),
+                                                Operations=operations, **extra)
+
+    expect("deny", child(["Encrypt"], {"EncryptionContextSubset": it}))  # not in the parent
+    expect("deny", child(["Decrypt", "ReEncryptFrom"], {"EncryptionContextSubset": it}))
+    expect("deny", child(["Decrypt"]))  # drops the parent's constraint
+    expect("deny", child(["Decrypt"], {"EncryptionContextSubset": {"Team": "A"}}))  # removes a pair
+    expect("deny", child(["Decrypt"], {"EncryptionContextEquals": {"Department": "HR"}}))
+    # Adding pairs to the subset, or turning it into an exact context, is stricter: allowed.
+    expect("allow", child(["Decrypt"], {"EncryptionContextSubset": {**it, "Team": "A"}}))
+    expect("allow", child(["CreateGrant", "Decrypt"], {"EncryptionContextEquals": it}, "delegate-grantee"))
+
+    # The delegate's CreateGrant is limited by its own grant: Equals cannot turn back into Subset.
+    def grandchild(constraints):
+        return lambda: delegate.create_grant(KeyId=key, GranteePrincipal=user_arn("child-grantee"),
+                                             Operations=["Decrypt"], Constraints=constraints)
+
+    expect("deny", grandchild({"EncryptionContextSubset": it}))
+    expect("allow", grandchild({"EncryptionContextEquals": it}))
+    # The limits are on grants made under a grant: the key's owner (key policy) is not limited.
+    kms.create_grant(KeyId=key, GranteePrincipal=user_arn("child-grantee"), Operations=["Encrypt"])
+
+
 def test_revoked_grants_and_explicit_denies_win(server, kms):
     iam = server.client("iam")
     grantee = make_user(server, iam, "grantee2")

@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use atrest_policy::{Context, Decision, Policy, Principal, RequestFacts, decide, decide_union};
 
-use crate::model::KeyRecord;
+use crate::api::EncryptionContext;
+use crate::model::{GrantRecord, KeyRecord};
 use crate::principals::Caller;
 use crate::{Kms, KmsError};
 
@@ -17,6 +18,11 @@ const POLICY_CACHE_CAPACITY: usize = 10_000;
 
 /// The condition keys an operation contributes, built only if some policy has conditions.
 pub(crate) type Facts<'a> = &'a dyn Fn() -> Context;
+
+/// Whether a grant of the caller's permits a request no policy allows; the second argument
+/// builds the request's encryption context, for grants whose constraints need it.
+pub(crate) type GrantPermits<'a> =
+    dyn Fn(&GrantRecord, &mut dyn FnMut() -> EncryptionContext) -> bool + 'a;
 
 /// Who sent a request and how: the facts global condition keys are made of. It also collects
 /// the key ARNs the request was decided on, for the audit record.
@@ -114,6 +120,28 @@ impl Kms {
         request_alias: Option<&str>,
         facts_of: Facts<'_>,
     ) -> Result<(), KmsError> {
+        let grant_permits =
+            |grant: &GrantRecord, context: &mut dyn FnMut() -> EncryptionContext| {
+                grant.allows_use(action)
+                    && grant
+                        .constraints
+                        .as_ref()
+                        .is_none_or(|c| c.allow(&context()))
+            };
+        self.authorize_with_grants(ctx, action, record, request_alias, facts_of, &grant_permits)
+    }
+
+    /// [`Self::authorize`], with `grant_permits` deciding whether one of the caller's grants
+    /// allows the request when no policy does (CreateGrant under a grant has its own rule).
+    pub(crate) fn authorize_with_grants(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        record: &KeyRecord,
+        request_alias: Option<&str>,
+        facts_of: Facts<'_>,
+        grant_permits: &GrantPermits<'_>,
+    ) -> Result<(), KmsError> {
         let key_policy = self.key_policy(record)?;
         let identity = self.identity_policies_of(&ctx.caller)?;
         // Most keys keep the default policy, which has no conditions: then no context is built.
@@ -157,7 +185,8 @@ impl Kms {
                 "with an explicit deny in a resource-based policy",
             )),
             Decision::ImplicitDeny
-                if self.grant_allows(ctx, action, record, || request_context(&facts_of())) =>
+                if self
+                    .grant_allows(ctx, record, grant_permits, || request_context(&facts_of())) =>
             {
                 Ok(())
             }

@@ -359,6 +359,15 @@ pub struct GrantConstraints {
     pub encryption_context_equals: Option<BTreeMap<String, String>>,
 }
 
+impl GrantRecord {
+    /// Whether the grant lists the operation of `action` (`kms:Decrypt` → `Decrypt`).
+    pub fn allows_use(&self, action: &str) -> bool {
+        action
+            .strip_prefix("kms:")
+            .is_some_and(|operation| self.operations.iter().any(|op| op == operation))
+    }
+}
+
 impl GrantConstraints {
     /// AWS: `EncryptionContextEquals` needs the request's context to be exactly the given
     /// pairs; `EncryptionContextSubset` needs it to contain them.
@@ -373,6 +382,31 @@ impl GrantConstraints {
                 .all(|(key, value)| context.get(key) == Some(value))
         });
         equals && subset
+    }
+
+    /// Whether a child grant with `child` constraints allows no encryption context that a
+    /// parent grant with these does not: AWS's rule for grants created under a grant's
+    /// `CreateGrant` ("the grant constraints in the grants they create must be at least as
+    /// strict as those in the parent grant"). A child may add pairs to a subset, or turn a
+    /// subset into an exact context that contains it; never the reverse.
+    pub fn covers(&self, child: Option<&GrantConstraints>) -> bool {
+        let child_equals = child.and_then(|child| child.encryption_context_equals.as_ref());
+        if let Some(exact) = child_equals {
+            // The child allows one context at most: this one, if its own subset agrees.
+            let child_allows_it = child.is_none_or(|child| child.allow(exact));
+            return !child_allows_it || self.allow(exact);
+        }
+        // The child allows every context that contains its subset (or every context).
+        let empty = BTreeMap::new();
+        let child_subset = child
+            .and_then(|child| child.encryption_context_subset.as_ref())
+            .unwrap_or(&empty);
+        self.encryption_context_equals.is_none()
+            && self.encryption_context_subset.as_ref().is_none_or(|pairs| {
+                pairs
+                    .iter()
+                    .all(|(key, value)| child_subset.get(key) == Some(value))
+            })
     }
 }
 
@@ -437,5 +471,61 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+        items
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn subset(items: &[(&str, &str)]) -> GrantConstraints {
+        GrantConstraints {
+            encryption_context_subset: Some(pairs(items)),
+            encryption_context_equals: None,
+        }
+    }
+
+    fn equals(items: &[(&str, &str)]) -> GrantConstraints {
+        GrantConstraints {
+            encryption_context_subset: None,
+            encryption_context_equals: Some(pairs(items)),
+        }
+    }
+
+    /// The cases of AWS's "Granting CreateGrant permission": a child may add pairs to a subset
+    /// or turn it into an exact context; it may not remove pairs, drop the constraint, or turn
+    /// an exact context back into a subset.
+    #[test]
+    fn a_child_grant_must_be_at_least_as_strict_as_its_parent() {
+        let it = [("Department", "IT")];
+        let parent = subset(&it);
+        assert!(parent.covers(Some(&subset(&it))));
+        assert!(parent.covers(Some(&subset(&[("Department", "IT"), ("Team", "A")]))));
+        assert!(parent.covers(Some(&equals(&it))));
+        assert!(parent.covers(Some(&equals(&[("Department", "IT"), ("Team", "A")]))));
+        assert!(!parent.covers(None));
+        assert!(!parent.covers(Some(&subset(&[]))));
+        assert!(!parent.covers(Some(&subset(&[("Team", "A")]))));
+        assert!(!parent.covers(Some(&equals(&[("Department", "HR")]))));
+
+        let exact = equals(&it);
+        assert!(exact.covers(Some(&equals(&it))));
+        assert!(!exact.covers(Some(&subset(&it))));
+        assert!(!exact.covers(Some(&equals(&[("Department", "IT"), ("Team", "A")]))));
+        assert!(!exact.covers(None));
+
+        // A child that can match no context at all allows nothing, so it is never looser.
+        let impossible = GrantConstraints {
+            encryption_context_subset: Some(pairs(&[("Team", "A")])),
+            encryption_context_equals: Some(pairs(&it)),
+        };
+        assert!(exact.covers(Some(&impossible)));
     }
 }

@@ -36,12 +36,23 @@ impl Kms {
         action: &str,
         facts: Facts<'_>,
     ) -> Result<Arc<KeyRecord>, KmsError> {
+        let (record, alias) = self.resolve_record(key_ref, aliases)?;
+        self.authorize(ctx, action, &record, alias.as_deref(), facts)?;
+        Ok(record)
+    }
+
+    /// Resolves `key_ref` to its record and the alias it was named by, if any, without
+    /// authorizing: for an operation that authorizes in its own way.
+    pub(crate) fn resolve_record(
+        &self,
+        key_ref: &str,
+        aliases: Aliases,
+    ) -> Result<(Arc<KeyRecord>, Option<String>), KmsError> {
         let (key_id, alias) = self.resolve_id_and_alias(key_ref, aliases)?;
         let record = self.store.key(&key_id)?.ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id)))
         })?;
-        self.authorize(ctx, action, &record, alias.as_deref(), facts)?;
-        Ok(record)
+        Ok((record, alias))
     }
 
     /// Resolves and authorizes, then applies `update` to the key in one store transaction.

@@ -7,9 +7,11 @@
 
 use atrest_policy::Context;
 
+use crate::api::EncryptionContext;
 use crate::api::{
     CreateGrantRequest, CreateGrantResponse, GrantListEntry, GrantRequest, ListGrantsResponse,
 };
+use crate::authz::GrantPermits;
 use crate::model::{GrantRecord, KeyRecord};
 use crate::ops::keys::enum_error;
 use crate::resolve::{Aliases, page_limit};
@@ -81,8 +83,22 @@ impl Kms {
             facts
         };
         let action = "kms:CreateGrant";
-        let record =
-            self.resolve_authorized(ctx, &request.key_id, Aliases::Refused, action, &facts)?;
+        let (record, _) = self.resolve_record(&request.key_id, Aliases::Refused)?;
+        // CreateGrant that comes from a grant rather than a policy is limited (AWS): the new
+        // grant may allow only operations of the parent grant, under constraints at least as
+        // strict as the parent's.
+        let within_parent = |parent: &GrantRecord, _: &mut dyn FnMut() -> EncryptionContext| {
+            parent.allows_use(action)
+                && request
+                    .operations
+                    .iter()
+                    .all(|operation| parent.operations.contains(operation))
+                && parent
+                    .constraints
+                    .as_ref()
+                    .is_none_or(|constraints| constraints.covers(request.constraints.as_ref()))
+        };
+        self.authorize_with_grants(ctx, action, &record, None, &facts, &within_parent)?;
         self.require_not_pending_deletion(&record)?;
         let mut grant = GrantRecord {
             grant_id: hex(&self.hsm.random(32)),
@@ -265,22 +281,20 @@ impl Kms {
 
     /// Whether a grant on `record` lets the caller perform `action`: the fallback when no policy
     /// allows it (grants only ever allow; an explicit Deny has already been decided).
+    /// Whether one of the caller's grants on `record` permits the request. The request's
+    /// encryption context is built only if a grant's constraints need it.
     pub(crate) fn grant_allows(
         &self,
         ctx: &RequestContext,
-        action: &str,
         record: &KeyRecord,
+        grant_permits: &GrantPermits<'_>,
         context: impl Fn() -> crate::api::EncryptionContext,
     ) -> bool {
-        let Some(operation) = action.strip_prefix("kms:") else {
-            return false;
-        };
         let mut request_context = None;
         record.grants.iter().any(|grant| {
             grant.grantee == ctx.caller.arn
-                && grant.operations.iter().any(|op| op == operation)
-                && grant.constraints.as_ref().is_none_or(|constraints| {
-                    constraints.allow(request_context.get_or_insert_with(&context))
+                && grant_permits(grant, &mut || {
+                    request_context.get_or_insert_with(&context).clone()
                 })
         })
     }
