@@ -193,3 +193,30 @@ def test_a_copy_needs_read_access_to_its_source(s3_server, s3):
          "Action": "s3:GetObject", "Resource": "arn:aws:s3:::private-src/*"}))
     writer.copy_object(Bucket="drop-box", Key="shared", CopySource="private-src/secret")
     assert s3.get_object(Bucket="drop-box", Key="shared")["Body"].read() == b"secret"
+
+
+def test_policy_variables_give_each_user_a_home_prefix(s3_server, s3):
+    """The IAM User Guide's home-directory policy: one IAM policy for every user, with
+    ${aws:username} in the Resource and in the s3:prefix condition (an IAM policy alone: the
+    bucket has no policy, and the S3 condition keys still reach the IAM policy)."""
+    s3.create_bucket(Bucket="homes")
+    home_policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": "arn:aws:s3:::homes/home/${aws:username}/*"},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::homes",
+         "Condition": {"StringLike": {"s3:prefix": ["home/${aws:username}/*"]}}},
+    ]}
+    alice = user_client(s3_server, "alice-home", home_policy)
+    bob = user_client(s3_server, "bob-home", home_policy)
+    alice.put_object(Bucket="homes", Key="home/alice-home/notes.txt", Body=b"alice's notes")
+    bob.put_object(Bucket="homes", Key="home/bob-home/notes.txt", Body=b"bob's notes")
+    assert alice.get_object(Bucket="homes", Key="home/alice-home/notes.txt")["Body"].read() == b"alice's notes"
+    listed = alice.list_objects_v2(Bucket="homes", Prefix="home/alice-home/")
+    assert [item["Key"] for item in listed["Contents"]] == ["home/alice-home/notes.txt"]
+    for call in [lambda: alice.get_object(Bucket="homes", Key="home/bob-home/notes.txt"),
+                 lambda: alice.put_object(Bucket="homes", Key="home/bob-home/evil.txt", Body=b"x"),
+                 lambda: alice.list_objects_v2(Bucket="homes", Prefix="home/bob-home/"),
+                 lambda: alice.list_objects_v2(Bucket="homes")]:
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert (error_code(excinfo), http_status(excinfo)) == ("AccessDenied", 403)

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use crate::context::Context;
 use crate::document::PolicyError;
 use crate::matching::wildcard;
+use crate::variables::{has_variables, referenced_keys, substitute};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Condition {
@@ -20,6 +21,8 @@ pub(crate) struct Condition {
     if_exists: bool,
     key: String,
     values: Vec<String>,
+    /// Whether a value holds a policy variable, substituted per request.
+    variables: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,7 @@ impl Condition {
         operator: &str,
         key: &str,
         values: Vec<String>,
+        variables: bool,
     ) -> Result<Self, PolicyError> {
         let (qualifier, rest) = if let Some(rest) = operator.strip_prefix("ForAllValues:") {
             (Qualifier::ForAllValues, rest)
@@ -84,7 +88,12 @@ impl Condition {
                 "Condition {name} on {key} has no values"
             )));
         }
-        for value in &values {
+        let variables = variables && values.iter().any(|value| has_variables(value));
+        // A value with a variable is checked once substituted, per request.
+        for value in values
+            .iter()
+            .filter(|value| !(variables && has_variables(value)))
+        {
             validate_value(operator, value).map_err(|detail| {
                 PolicyError::new(format!("Condition {name} on {key}: {detail}"))
             })?;
@@ -96,11 +105,18 @@ impl Condition {
             if_exists,
             key: key.to_ascii_lowercase(),
             values,
+            variables,
         })
     }
 
-    pub(crate) fn key(&self) -> &str {
-        &self.key
+    /// The condition keys this condition reads: its own and its values' policy variables.
+    pub(crate) fn keys_used(&self) -> impl Iterator<Item = String> + '_ {
+        let in_values = self
+            .values
+            .iter()
+            .filter(|_| self.variables)
+            .flat_map(|value| referenced_keys(value));
+        std::iter::once(self.key.clone()).chain(in_values)
     }
 
     pub(crate) fn holds(&self, context: &Context) -> bool {
@@ -120,8 +136,26 @@ impl Condition {
                 Qualifier::Single => self.negated,
             };
         };
+        // A value whose variable cannot be substituted matches nothing.
+        let substituted: Vec<String>;
+        let values = if self.variables {
+            substituted = self
+                .values
+                .iter()
+                .filter_map(|value| {
+                    if has_variables(value) {
+                        substitute(value, context)
+                    } else {
+                        Some(value.clone())
+                    }
+                })
+                .collect();
+            &substituted
+        } else {
+            &self.values
+        };
         let matches_any_policy_value = |context_value: &String| {
-            self.values
+            values
                 .iter()
                 .any(|policy_value| self.matches(policy_value, context_value))
         };
@@ -283,6 +317,7 @@ mod tests {
             operator,
             key,
             values.iter().map(|v| (*v).to_owned()).collect(),
+            true,
         )
         .unwrap()
     }
@@ -373,7 +408,7 @@ mod tests {
 
     #[test]
     fn bad_operators_and_values_are_malformed() {
-        let parse = |op: &str, value: &str| Condition::parse(op, "k", vec![value.to_owned()]);
+        let parse = |op: &str, value: &str| Condition::parse(op, "k", vec![value.to_owned()], true);
         assert!(parse("StringEqualz", "v").is_err());
         assert!(parse("NumericEquals", "ten").is_err());
         assert!(parse("DateLessThan", "tomorrow").is_err());

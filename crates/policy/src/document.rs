@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use crate::condition::Condition;
-use crate::matching;
 use crate::{Principal, RequestFacts, Verdict};
+use crate::{matching, variables};
 
 /// Key policies are limited to 32 KiB (AWS KMS quota).
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
@@ -31,7 +31,8 @@ pub enum Effect {
 #[derive(Debug, Clone)]
 pub struct Policy {
     statements: Vec<Statement>,
-    /// Lower-cased condition keys the statements use, so callers can skip costly facts.
+    /// Lower-cased condition keys the statements use (in conditions or as policy variables), so
+    /// callers can skip costly facts.
     condition_keys: std::collections::HashSet<String>,
 }
 
@@ -65,6 +66,8 @@ enum PrincipalEntry {
 struct Patterns {
     negated: bool,
     patterns: Vec<String>,
+    /// Whether a pattern holds a policy variable, substituted per request.
+    variables: bool,
 }
 
 /// How the caller matched a statement's Principal element.
@@ -104,14 +107,16 @@ impl Policy {
                 )));
             }
         }
-        match document.get("Version").map(Value::as_str) {
-            None | Some(Some("2012-10-17" | "2008-10-17")) => {}
+        // Policy variables came with the 2012-10-17 language; before it `${...}` is text.
+        let variables = match document.get("Version").map(Value::as_str) {
+            Some(Some("2012-10-17")) => true,
+            None | Some(Some("2008-10-17")) => false,
             _ => {
                 return Err(PolicyError::new(
                     "Version must be \"2012-10-17\" or \"2008-10-17\"",
                 ));
             }
-        }
+        };
         let statements = match document.get("Statement") {
             Some(Value::Array(items)) => items.iter().collect::<Vec<_>>(),
             Some(item @ Value::Object(_)) => vec![item],
@@ -124,18 +129,11 @@ impl Policy {
             .into_iter()
             .enumerate()
             .map(|(index, value)| {
-                Statement::parse(value, resource_policy).map_err(|e| e.in_statement(index, value))
+                Statement::parse(value, resource_policy, variables)
+                    .map_err(|e| e.in_statement(index, value))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let condition_keys = statements
-            .iter()
-            .flat_map(|statement| {
-                statement
-                    .conditions
-                    .iter()
-                    .map(|condition| condition.key().to_ascii_lowercase())
-            })
-            .collect();
+        let condition_keys = statements.iter().flat_map(Statement::keys_used).collect();
         Ok(Self {
             statements,
             condition_keys,
@@ -156,7 +154,8 @@ impl Policy {
             .flat_map(|statement| statement.actions.patterns.iter().map(String::as_str))
     }
 
-    /// Whether any statement has a Condition: if none does, no request context is needed.
+    /// Whether any statement has a Condition or a policy variable: if none does, no request
+    /// context is needed.
     pub fn has_conditions(&self) -> bool {
         !self.condition_keys.is_empty()
     }
@@ -217,7 +216,7 @@ impl PolicyError {
 }
 
 impl Statement {
-    fn parse(value: &Value, resource_policy: bool) -> Result<Self, PolicyError> {
+    fn parse(value: &Value, resource_policy: bool, variables: bool) -> Result<Self, PolicyError> {
         let object = value
             .as_object()
             .ok_or_else(|| PolicyError::new("a statement must be a JSON object"))?;
@@ -249,10 +248,15 @@ impl Statement {
         };
         let principals = parse_principals(object, resource_policy)?;
         let actions = parse_patterns(object, "Action", "NotAction")?;
-        let resources = parse_patterns(object, "Resource", "NotResource")?;
+        let mut resources = parse_patterns(object, "Resource", "NotResource")?;
+        resources.variables = variables
+            && resources
+                .patterns
+                .iter()
+                .any(|p| variables::has_variables(p));
         let conditions = match object.get("Condition") {
             None => Vec::new(),
-            Some(Value::Object(operators)) => parse_conditions(operators)?,
+            Some(Value::Object(operators)) => parse_conditions(operators, variables)?,
             Some(_) => return Err(PolicyError::new("Condition must be an object")),
         };
         Ok(Self {
@@ -264,12 +268,30 @@ impl Statement {
         })
     }
 
+    /// The condition keys this statement reads: its conditions' and its policy variables'.
+    fn keys_used(&self) -> impl Iterator<Item = String> + '_ {
+        let in_conditions = self.conditions.iter().flat_map(Condition::keys_used);
+        let in_resources = self
+            .resources
+            .patterns
+            .iter()
+            .filter(|_| self.resources.variables)
+            .flat_map(|pattern| variables::referenced_keys(pattern));
+        in_conditions.chain(in_resources)
+    }
+
     fn applies(&self, request: &RequestFacts<'_>) -> bool {
+        let resource_matches = |pattern: &str| {
+            if self.resources.variables && variables::has_variables(pattern) {
+                variables::substitute(pattern, request.context)
+                    .is_some_and(|pattern| matching::wildcard(&pattern, request.resource))
+            } else {
+                matching::wildcard(pattern, request.resource)
+            }
+        };
         self.actions
             .matches(|pattern| matching::action(pattern, request.action))
-            && self
-                .resources
-                .matches(|pattern| matching::wildcard(pattern, request.resource))
+            && self.resources.matches(resource_matches)
             && self
                 .conditions
                 .iter()
@@ -410,23 +432,33 @@ fn parse_patterns(
         (Some(value), None) => Ok(Patterns {
             negated: false,
             patterns: non_empty(strings(value, positive)?, positive)?,
+            variables: false,
         }),
         (None, Some(value)) => Ok(Patterns {
             negated: true,
             patterns: non_empty(strings(value, negative)?, negative)?,
+            variables: false,
         }),
         (None, None) => Err(PolicyError::new(format!("has no {positive} or {negative}"))),
     }
 }
 
-fn parse_conditions(operators: &Map<String, Value>) -> Result<Vec<Condition>, PolicyError> {
+fn parse_conditions(
+    operators: &Map<String, Value>,
+    variables: bool,
+) -> Result<Vec<Condition>, PolicyError> {
     let mut conditions = Vec::new();
     for (operator, keys) in operators {
         let keys = keys.as_object().ok_or_else(|| {
             PolicyError::new(format!("Condition {operator} must map keys to values"))
         })?;
         for (key, values) in keys {
-            conditions.push(Condition::parse(operator, key, strings(values, key)?)?);
+            conditions.push(Condition::parse(
+                operator,
+                key,
+                strings(values, key)?,
+                variables,
+            )?);
         }
     }
     Ok(conditions)

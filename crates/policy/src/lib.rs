@@ -12,6 +12,7 @@ mod condition;
 mod context;
 mod document;
 mod matching;
+mod variables;
 
 pub use context::Context;
 pub use document::{Effect, Policy, PolicyError};
@@ -455,6 +456,93 @@ mod tests {
         format!(
             r#"{{"Effect": "{effect}", "Principal": {{"AWS": "{principal}"}}, "Action": "{action}", "Resource": "*"}}"#
         )
+    }
+
+    /// The IAM User Guide's home-directory example: one policy for every user, each confined to
+    /// `home/<their user name>/` by `${aws:username}` in the Resource and in a condition.
+    #[test]
+    fn policy_variables_confine_each_user_to_their_own_prefix() {
+        let policy = |version: &str| {
+            Policy::parse_identity_policy(&format!(
+                r#"{{"Version": "{version}", "Statement": [
+                    {{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                      "Resource": "arn:aws:s3:::shared/home/${{aws:username}}/*"}},
+                    {{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::shared",
+                      "Condition": {{"StringLike": {{"s3:prefix": ["home/${{aws:username}}/*"]}}}}}},
+                    {{"Effect": "Allow", "Action": "s3:GetObjectTagging",
+                      "Resource": "arn:aws:s3:::shared/public/*",
+                      "Condition": {{"DateLessThan": {{"aws:CurrentTime": "${{aws:EpochTime, '2000-01-01T00:00:00Z'}}"}}}}}}
+                ]}}"#
+            ))
+            .unwrap()
+        };
+        let current = policy("2012-10-17");
+        assert!(current.mentions("aws:username") && current.has_conditions());
+        let allowed =
+            |policy: &Policy, name: Option<&str>, action: &str, resource: &str, prefix: &str| {
+                let mut context = Context::new();
+                if let Some(name) = name {
+                    context.set("aws:username", name);
+                }
+                context.set("s3:prefix", prefix);
+                context.set("aws:CurrentTime", "2026-11-29T00:00:00Z");
+                let caller = user(name.unwrap_or("nobody"));
+                policy
+                    .evaluate_identity(&RequestFacts {
+                        principal: &caller,
+                        action,
+                        resource,
+                        context: &context,
+                    })
+                    .allow
+            };
+        let own = "arn:aws:s3:::shared/home/alice/notes.txt";
+        let other = "arn:aws:s3:::shared/home/bob/notes.txt";
+        assert!(allowed(&current, Some("alice"), "s3:GetObject", own, ""));
+        assert!(!allowed(&current, Some("alice"), "s3:GetObject", other, ""));
+        assert!(allowed(&current, Some("bob"), "s3:PutObject", other, ""));
+        // No user name in the request (the account root): the variable matches nothing.
+        assert!(!allowed(&current, None, "s3:GetObject", own, ""));
+        let bucket = "arn:aws:s3:::shared";
+        assert!(allowed(
+            &current,
+            Some("alice"),
+            "s3:ListBucket",
+            bucket,
+            "home/alice/"
+        ));
+        assert!(!allowed(
+            &current,
+            Some("alice"),
+            "s3:ListBucket",
+            bucket,
+            "home/bob/"
+        ));
+        // A date value with a variable is checked once substituted: here the default, so the
+        // current time is not before it.
+        let public = "arn:aws:s3:::shared/public/a";
+        assert!(!allowed(
+            &current,
+            Some("alice"),
+            "s3:GetObjectTagging",
+            public,
+            ""
+        ));
+        // Before the 2012-10-17 language there are no variables: `${aws:username}` is text.
+        let old = Policy::parse_identity_policy(
+            r#"{"Version": "2008-10-17", "Statement": {"Effect": "Allow", "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::shared/home/${aws:username}/*"}}"#,
+        )
+        .unwrap();
+        assert!(!old.has_conditions());
+        assert!(!allowed(&old, Some("alice"), "s3:GetObject", own, ""));
+        assert!(allowed(
+            &old,
+            Some("alice"),
+            "s3:GetObject",
+            "arn:aws:s3:::shared/home/${aws:username}/x",
+            ""
+        ));
     }
 
     proptest! {

@@ -268,12 +268,14 @@ impl Access {
             Some((bucket, _)) if !policy_exempt => self.bucket_policy(bucket)?,
             _ => None,
         };
-        let facts = match &policy {
-            Some(_) => {
-                let upload = self.upload_of(request.operation, request.query)?;
-                bucket_policy::request_facts(request.headers, request.query, upload.as_ref())
-            }
-            None => Context::new(),
+        // The S3 condition keys (s3:prefix, s3:x-amz-server-side-encryption, ...) matter to a
+        // bucket policy and to the caller's IAM policies alike; only the root has neither
+        // when the bucket has no policy.
+        let facts = if policy.is_some() || !ctx.caller.is_root() {
+            let upload = self.upload_of(request.operation, request.query)?;
+            bucket_policy::request_facts(request.headers, request.query, upload.as_ref())
+        } else {
+            Context::new()
         };
         self.kms
             .authorize_with_resource_policy(ctx, action, &resource, policy.as_ref(), facts)
