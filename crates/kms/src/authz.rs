@@ -295,7 +295,9 @@ impl Kms {
 
     pub(crate) fn key_policy(&self, record: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
         match &record.policy {
-            Some(text) => self.parsed_policy(text, true),
+            Some(text) => record
+                .parsed_policy
+                .get_or_try_init(|| self.parsed_policy(text, true)),
             None => Ok(Arc::clone(&self.policies.default_key_policy)),
         }
     }

@@ -273,6 +273,46 @@ pub struct KeyRecord {
     /// the key id); its versions then carry no wrapped material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_key_store_id: Option<String>,
+    /// `policy`, parsed on first use by an authorization; never stored.
+    #[serde(skip)]
+    pub parsed_policy: ParsedPolicy,
+}
+
+/// A key policy parsed once per record rather than looked up per request. Shared records are
+/// never changed (an update stores a new record), so the parse stays right for the record's
+/// life; a clone starts empty, because a clone is how an update begins.
+#[derive(Default)]
+pub struct ParsedPolicy(std::sync::OnceLock<std::sync::Arc<atrest_policy::Policy>>);
+
+impl ParsedPolicy {
+    pub fn get_or_try_init<E>(
+        &self,
+        parse: impl FnOnce() -> Result<std::sync::Arc<atrest_policy::Policy>, E>,
+    ) -> Result<std::sync::Arc<atrest_policy::Policy>, E> {
+        if let Some(policy) = self.0.get() {
+            return Ok(std::sync::Arc::clone(policy));
+        }
+        let policy = parse()?;
+        // A racing request may have set it first: both parsed the same text.
+        let _ = self.0.set(std::sync::Arc::clone(&policy));
+        Ok(policy)
+    }
+}
+
+impl Clone for ParsedPolicy {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for ParsedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ParsedPolicy(parsed)"
+        } else {
+            "ParsedPolicy(not yet)"
+        })
+    }
 }
 
 /// A custom key store (AWS KMS's CloudHSM key store): a PKCS#11 token of the server's module,

@@ -20,9 +20,43 @@ pub(crate) struct Condition {
     qualifier: Qualifier,
     if_exists: bool,
     key: String,
-    values: Vec<String>,
+    values: Vec<PolicyValue>,
     /// Whether a value holds a policy variable, substituted per request.
     variables: bool,
+}
+
+/// A condition's value as written, and parsed once for the typed operators (a date, a number,
+/// a CIDR block) so evaluating a request parses only the request's side.
+#[derive(Debug, Clone)]
+struct PolicyValue {
+    text: String,
+    parsed: Parsed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Parsed {
+    /// Compared as text, or not parseable for the operator (it then matches nothing).
+    Text,
+    Number(f64),
+    Date(i64),
+    Cidr(IpAddr, u8),
+}
+
+impl PolicyValue {
+    fn new(operator: Operator, text: String) -> Self {
+        let parsed = match operator {
+            Operator::Numeric(_) => text.parse().ok().map(Parsed::Number),
+            Operator::Date(_) => parse_date(&text).map(Parsed::Date),
+            Operator::IpAddress => {
+                parse_cidr(&text).map(|(network, bits)| Parsed::Cidr(network, bits))
+            }
+            _ => Some(Parsed::Text),
+        };
+        Self {
+            text,
+            parsed: parsed.unwrap_or(Parsed::Text),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +138,10 @@ impl Condition {
             qualifier,
             if_exists,
             key: key.to_ascii_lowercase(),
-            values,
+            values: values
+                .into_iter()
+                .map(|text| PolicyValue::new(operator, text))
+                .collect(),
             variables,
         })
     }
@@ -115,7 +152,7 @@ impl Condition {
             .values
             .iter()
             .filter(|_| self.variables)
-            .flat_map(|value| referenced_keys(value));
+            .flat_map(|value| referenced_keys(&value.text));
         std::iter::once(self.key.clone()).chain(in_values)
     }
 
@@ -126,7 +163,7 @@ impl Condition {
             return self
                 .values
                 .iter()
-                .any(|value| value.eq_ignore_ascii_case("true") == absent);
+                .any(|value| value.text.eq_ignore_ascii_case("true") == absent);
         }
         let Some(actual) = present else {
             return match self.qualifier {
@@ -137,14 +174,15 @@ impl Condition {
             };
         };
         // A value whose variable cannot be substituted matches nothing.
-        let substituted: Vec<String>;
+        let substituted: Vec<PolicyValue>;
         let values = if self.variables {
             substituted = self
                 .values
                 .iter()
                 .filter_map(|value| {
-                    if has_variables(value) {
-                        substitute(value, context)
+                    if has_variables(&value.text) {
+                        substitute(&value.text, context)
+                            .map(|text| PolicyValue::new(self.operator, text))
                     } else {
                         Some(value.clone())
                     }
@@ -172,24 +210,26 @@ impl Condition {
         }
     }
 
-    fn matches(&self, policy: &str, actual: &str) -> bool {
-        match self.operator {
-            Operator::StringEquals | Operator::ArnEquals | Operator::BinaryEquals => {
-                policy == actual
+    fn matches(&self, policy: &PolicyValue, actual: &str) -> bool {
+        let text = policy.text.as_str();
+        match (self.operator, policy.parsed) {
+            (Operator::StringEquals | Operator::ArnEquals | Operator::BinaryEquals, _) => {
+                text == actual
             }
-            Operator::StringEqualsIgnoreCase => policy.to_lowercase() == actual.to_lowercase(),
-            Operator::StringLike | Operator::ArnLike => wildcard(policy, actual),
-            Operator::Bool => policy.eq_ignore_ascii_case(actual),
-            Operator::Numeric(ordering) => match (policy.parse::<f64>(), actual.parse::<f64>()) {
-                (Ok(policy), Ok(actual)) => compare(ordering, actual.partial_cmp(&policy)),
-                _ => false,
-            },
-            Operator::Date(ordering) => match (parse_date(policy), parse_date(actual)) {
-                (Some(policy), Some(actual)) => compare(ordering, Some(actual.cmp(&policy))),
-                _ => false,
-            },
-            Operator::IpAddress => cidr_contains(policy, actual),
-            Operator::Null => false,
+            (Operator::StringEqualsIgnoreCase, _) => text.to_lowercase() == actual.to_lowercase(),
+            (Operator::StringLike | Operator::ArnLike, _) => wildcard(text, actual),
+            (Operator::Bool, _) => text.eq_ignore_ascii_case(actual),
+            (Operator::Numeric(ordering), Parsed::Number(policy)) => actual
+                .parse::<f64>()
+                .is_ok_and(|actual| compare(ordering, actual.partial_cmp(&policy))),
+            (Operator::Date(ordering), Parsed::Date(policy)) => parse_date(actual)
+                .is_some_and(|actual| compare(ordering, Some(actual.cmp(&policy)))),
+            (Operator::IpAddress, Parsed::Cidr(network, bits)) => actual
+                .parse::<IpAddr>()
+                .is_ok_and(|address| cidr_contains(network, bits, address)),
+            // A typed operator whose policy value did not parse (a substituted variable).
+            (Operator::Numeric(_) | Operator::Date(_) | Operator::IpAddress, _) => false,
+            (Operator::Null, _) => false,
         }
     }
 }
@@ -261,23 +301,35 @@ fn validate_value(operator: Operator, value: &str) -> Result<(), String> {
 }
 
 /// ISO 8601 (`2026-01-01T00:00:00Z`, `2026-01-01`) or Unix epoch seconds, as IAM accepts.
+/// Runs per request on `aws:CurrentTime`, so it works in a stack buffer.
 pub(crate) fn parse_date(text: &str) -> Option<i64> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().ok();
     }
-    let compact: String = text.chars().filter(|c| *c != '-' && *c != ':').collect();
-    let compact = compact
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('Z')
-        .to_owned();
-    let full = match compact.len() {
-        8 => format!("{compact}T000000Z"),
-        15 => format!("{compact}Z"),
+    // `2026-01-01T00:00:00.5Z` -> `20260101T000000`: separators, fraction and zone dropped.
+    let whole_seconds = text.split('.').next().unwrap_or_default();
+    let mut compact = [0u8; 16];
+    let mut len = 0;
+    for byte in whole_seconds.bytes().filter(|b| *b != b'-' && *b != b':') {
+        *compact.get_mut(len)? = byte;
+        len += 1;
+    }
+    while len > 0 && compact[len - 1] == b'Z' {
+        len -= 1;
+    }
+    let mut full = [0u8; 16];
+    match len {
+        8 => {
+            full[..8].copy_from_slice(&compact[..8]);
+            full[8..].copy_from_slice(b"T000000Z");
+        }
+        15 => {
+            full[..15].copy_from_slice(&compact[..15]);
+            full[15] = b'Z';
+        }
         _ => return None,
-    };
-    atrest_sigv4::parse_amz_date(&full)
+    }
+    atrest_sigv4::parse_amz_date(std::str::from_utf8(&full).ok()?)
 }
 
 fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
@@ -292,10 +344,7 @@ fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     (bits <= max).then_some((address, bits))
 }
 
-fn cidr_contains(cidr: &str, address: &str) -> bool {
-    let (Some((network, bits)), Ok(address)) = (parse_cidr(cidr), address.parse::<IpAddr>()) else {
-        return false;
-    };
+fn cidr_contains(network: IpAddr, bits: u8, address: IpAddr) -> bool {
     let (network, address, width) = match (network, address) {
         (IpAddr::V4(n), IpAddr::V4(a)) => (u128::from(u32::from(n)), u128::from(u32::from(a)), 32),
         (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),

@@ -1,13 +1,15 @@
 //! The request context: condition keys and their values for one request.
 //!
 //! Key names are case-insensitive (IAM rule), so they are stored lower-cased. Every key holds a
-//! list; single-valued keys hold one element.
+//! list; single-valued keys hold one element. A request carries a dozen keys at most, so they
+//! live in a vector searched in order: no hashing, and one allocation per key rather than a
+//! table's worth, on the path every authorized request takes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default)]
 pub struct Context {
-    values: HashMap<String, Vec<String>>,
+    values: Vec<(String, Vec<String>)>,
     attributes: BTreeMap<String, String>,
 }
 
@@ -17,14 +19,18 @@ impl Context {
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
-        self.values
-            .insert(key.to_ascii_lowercase(), vec![value.into()]);
-        self
+        self.insert(key, vec![value.into()])
     }
 
     pub fn set_many(&mut self, key: &str, values: impl IntoIterator<Item = String>) -> &mut Self {
-        self.values
-            .insert(key.to_ascii_lowercase(), values.into_iter().collect());
+        self.insert(key, values.into_iter().collect())
+    }
+
+    fn insert(&mut self, key: &str, values: Vec<String>) -> &mut Self {
+        match self.position(key) {
+            Some(index) => self.values[index].1 = values,
+            None => self.values.push((key.to_ascii_lowercase(), values)),
+        }
         self
     }
 
@@ -40,17 +46,47 @@ impl Context {
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.values.remove(&key.to_ascii_lowercase());
+        if let Some(index) = self.position(key) {
+            self.values.swap_remove(index);
+        }
     }
 
     /// The values of `key`; `None` when the request has no such key.
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        // Policies store their condition keys lower-cased, so lookups rarely allocate.
-        let values = if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.values.get(&key.to_ascii_lowercase())
-        } else {
-            self.values.get(key)
-        };
-        values.map(Vec::as_slice)
+        self.position(key)
+            .map(|index| self.values[index].1.as_slice())
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.values
+            .iter()
+            .position(|(name, _)| name.eq_ignore_ascii_case(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_case_insensitive_and_replaced_not_repeated() {
+        let mut context = Context::new();
+        context.set("aws:SourceIp", "192.0.2.1");
+        context.set("AWS:SOURCEIP", "192.0.2.2");
+        assert_eq!(
+            context.get("aws:sourceip"),
+            Some(&["192.0.2.2".to_owned()][..])
+        );
+        context.set_many(
+            "kms:EncryptionContextKeys",
+            ["a".to_owned(), "b".to_owned()],
+        );
+        assert_eq!(
+            context.get("kms:encryptioncontextkeys").map(<[_]>::len),
+            Some(2)
+        );
+        context.remove("Aws:SourceIP");
+        assert_eq!(context.get("aws:SourceIp"), None);
+        assert!(context.get("kms:EncryptionContextKeys").is_some());
     }
 }

@@ -32,8 +32,9 @@ pub enum Effect {
 pub struct Policy {
     statements: Vec<Statement>,
     /// Lower-cased condition keys the statements use (in conditions or as policy variables), so
-    /// callers can skip costly facts.
-    condition_keys: std::collections::HashSet<String>,
+    /// callers can skip costly facts. Sorted and deduplicated; a policy reads a handful, so a
+    /// scan beats hashing the name.
+    condition_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +134,10 @@ impl Policy {
                     .map_err(|e| e.in_statement(index, value))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let condition_keys = statements.iter().flat_map(Statement::keys_used).collect();
+        let mut condition_keys: Vec<String> =
+            statements.iter().flat_map(Statement::keys_used).collect();
+        condition_keys.sort_unstable();
+        condition_keys.dedup();
         Ok(Self {
             statements,
             condition_keys,
@@ -162,24 +166,22 @@ impl Policy {
 
     /// Whether any condition uses `key` (compared case-insensitively, as IAM does).
     pub fn mentions(&self, key: &str) -> bool {
-        if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.condition_keys.contains(&key.to_ascii_lowercase())
-        } else {
-            self.condition_keys.contains(key)
-        }
+        self.condition_keys
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(key))
     }
 
     /// Evaluates as a resource policy: principals are matched against the caller.
     pub fn evaluate(&self, request: &RequestFacts<'_>) -> Verdict {
         let mut verdict = Verdict::default();
         for statement in &self.statements {
-            if !statement.applies(request) {
+            // The principal first: it is the cheapest test, and most statements of a real key
+            // policy name someone else, so their conditions are never evaluated.
+            let principal = statement.principals.matching(request.principal);
+            if principal == PrincipalMatch::No || !statement.applies(request) {
                 continue;
             }
-            match (
-                statement.effect,
-                statement.principals.matching(request.principal),
-            ) {
+            match (statement.effect, principal) {
                 (_, PrincipalMatch::No) => {}
                 (Effect::Deny, _) => verdict.explicit_deny = true,
                 (Effect::Allow, PrincipalMatch::Direct) => verdict.allow = true,

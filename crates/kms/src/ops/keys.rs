@@ -147,6 +147,7 @@ impl Kms {
             imported: None,
             material_check: None,
             custom_key_store_id: key_store.map(|(store, _)| store.id),
+            parsed_policy: Default::default(),
         };
         if let Some(text) = &record.policy {
             let policy = self.parsed_policy(text, true)?;
