@@ -289,12 +289,24 @@ pub struct ServeArgs {
     /// repeatable. Other hosts, such as IP addresses, are path-style.
     #[arg(long = "s3-domain", default_value = "localhost")]
     pub s3_domains: Vec<String>,
+    /// `off` runs without the audit log: requests are then not recorded anywhere. For
+    /// measuring what the log costs, or where another layer records every request; the server
+    /// warns on every start.
+    #[arg(long, value_enum, default_value_t = AuditLogSetting::On)]
+    pub audit_log: AuditLogSetting,
     /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// Whether `serve` keeps the tamper-evident audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditLogSetting {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

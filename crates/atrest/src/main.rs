@@ -119,8 +119,16 @@ fn serve_opened(
             .map_err(|error| CliError::Config(format!("cannot listen on {}: {error}", args.listen)))?;
         let kms = Arc::clone(&opened.kms);
         atrest_server::spawn_maintenance(Arc::clone(&kms), Duration::from_secs(args.maintenance_interval_secs.max(1)));
-        let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
-        let audit = atrest_audit::AuditLog::open(&datadir::audit_dir(&args.data), signer)?;
+        let audit = match args.audit_log {
+            cli::AuditLogSetting::On => {
+                let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
+                Some(atrest_audit::AuditLog::open(&datadir::audit_dir(&args.data), signer)?)
+            }
+            cli::AuditLogSetting::Off => {
+                tracing::warn!("THE AUDIT LOG IS OFF (--audit-log off): no request is recorded, allowed or denied");
+                None
+            }
+        };
         let settings = atrest_s3::Settings {
             allow_sse_c_over_http: args.allow_sse_c_over_http,
         };

@@ -35,6 +35,9 @@ pub struct Kms {
     hsm: Arc<dyn Hsm>,
     region: String,
     account: String,
+    /// `arn:aws:kms:REGION:ACCOUNT:`, which every key and alias ARN starts with (formatted once,
+    /// since requests build several ARNs).
+    arn_prefix: String,
     clock: Clock,
     policies: authz::PolicyCache,
     credentials_generation: std::sync::atomic::AtomicU64,
@@ -57,6 +60,7 @@ impl Kms {
             hsm,
             region: region.to_owned(),
             account: account.to_owned(),
+            arn_prefix: format!("arn:aws:kms:{region}:{account}:"),
             clock,
             policies: authz::PolicyCache::new(account),
             credentials_generation: std::sync::atomic::AtomicU64::new(0),

@@ -19,11 +19,11 @@ pub(crate) enum Aliases {
 
 impl Kms {
     pub(crate) fn key_arn(&self, key_id: &str) -> String {
-        format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account)
+        [self.arn_prefix.as_str(), "key/", key_id].concat()
     }
 
     pub(crate) fn alias_arn(&self, alias_name: &str) -> String {
-        format!("arn:aws:kms:{}:{}:{alias_name}", self.region, self.account)
+        [self.arn_prefix.as_str(), alias_name].concat()
     }
 
     /// Resolves `key_ref` and authorizes `action` on the key, adding `kms:RequestAlias` when

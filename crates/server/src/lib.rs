@@ -25,7 +25,8 @@ pub use tls::TlsConfig;
 pub struct AppState {
     pub kms: Arc<Kms>,
     pub hsm_backend: &'static str,
-    audit: AuditLog,
+    /// `None` when the operator turned the audit log off (`serve --audit-log off`).
+    audit: Option<AuditLog>,
     credentials: auth::CredentialCache,
     /// The S3 API; `None` serves S3 clients a NotImplemented error.
     s3: Option<s3s::service::S3Service>,
@@ -34,7 +35,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(kms: Arc<Kms>, hsm_backend: &'static str, audit: AuditLog) -> Self {
+    /// `audit` is `None` only when the operator chose to run without an audit log.
+    pub fn new(kms: Arc<Kms>, hsm_backend: &'static str, audit: Option<AuditLog>) -> Self {
         Self {
             kms,
             hsm_backend,

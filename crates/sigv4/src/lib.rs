@@ -311,7 +311,19 @@ fn signature_with(
 
 /// Hex SHA-256, the payload hash of a body the server holds in full.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, bytes))
+    lower_hex(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+/// Lower-case hex, as SigV4 writes hashes and signatures; a table lookup per nibble, since
+/// every request hashes its payload and its canonical request.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 fn signing_key(secret: &[u8], date: &str, region: &str, service: &str) -> hmac::Key {

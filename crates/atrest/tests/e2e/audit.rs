@@ -264,3 +264,31 @@ async fn s3_requests_are_recorded_with_the_keys_they_used() {
     assert!(ok, "{report}");
     server.assert_not_on_disk(b"<atrest-audited-object-data>", "object data");
 }
+
+/// `--audit-log off` (what the load benchmark compares against) really records nothing, and
+/// the default server records the same request.
+#[tokio::test]
+async fn audit_log_off_records_nothing_and_default_records_everything() {
+    let unaudited =
+        Server::start_in(tempfile::tempdir().unwrap(), &[], &["--audit-log", "off"]).unwrap();
+    let key = new_key(&unaudited.client()).await;
+    let log = unaudited
+        .data_dir()
+        .join("audit")
+        .join(atrest_audit::LOG_FILE);
+    assert!(
+        !log.exists(),
+        "{} was written with the log off",
+        log.display()
+    );
+
+    let audited = Server::start();
+    let key_on = new_key(&audited.client()).await;
+    assert!(
+        records(&audited, &["--key", &key_on])
+            .iter()
+            .any(|record| record["event_name"] == "CreateKey"),
+        "the default server did not record CreateKey"
+    );
+    assert_ne!(key, key_on);
+}
