@@ -4,7 +4,7 @@
 //! Random nonces are safe here because no single key seals anywhere near 2^32 messages between
 //! rotations in atrest's use (KMS keys rotate; data keys seal one object or record).
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use zeroize::Zeroizing;
 
@@ -20,27 +20,32 @@ pub const TAG_LEN: usize = 16;
 pub struct OpenError;
 
 /// An expanded AES-256-GCM key, ready for repeated use (the HSM caches these).
-pub struct AeadKey(RandomizedNonceKey);
+/// Nonces come from [`crate::random::gcm_nonce`] (the CSPRNG, drawn in batches).
+pub struct AeadKey(LessSafeKey);
 
 impl AeadKey {
     pub fn new(key: &SecretKey32) -> Self {
         #[allow(clippy::expect_used)] // AES_256_GCM accepts every 32-byte key.
-        let inner = RandomizedNonceKey::new(&AES_256_GCM, key.expose()).expect("32-byte AES key");
-        Self(inner)
+        let inner = UnboundKey::new(&AES_256_GCM, key.expose()).expect("32-byte AES key");
+        Self(LessSafeKey::new(inner))
     }
 
     /// Encrypts `plaintext`, binding `aad`, and returns `nonce || ciphertext || tag`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        let mut in_out = Vec::with_capacity(OVERHEAD + plaintext.len());
-        in_out.extend_from_slice(plaintext);
-        #[allow(clippy::expect_used)] // only fails for inputs over 64 GiB, which never reach here.
-        let nonce = self
-            .0
-            .seal_in_place_append_tag(Aad::from(aad), &mut in_out)
-            .expect("AES-GCM seal");
+        let nonce = crate::random::gcm_nonce();
         let mut sealed = Vec::with_capacity(OVERHEAD + plaintext.len());
-        sealed.extend_from_slice(nonce.as_ref());
-        sealed.extend_from_slice(&in_out);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(plaintext);
+        #[allow(clippy::expect_used)] // only fails for inputs over 64 GiB, which never reach here.
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut sealed[NONCE_LEN..],
+            )
+            .expect("AES-GCM seal");
+        sealed.extend_from_slice(tag.as_ref());
         sealed
     }
 

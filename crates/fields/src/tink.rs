@@ -16,7 +16,7 @@ use std::fmt;
 use aes_siv::KeyInit;
 use aes_siv::siv::Aes256Siv;
 use atrest_crypto::SecretBytes;
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
 use crate::error::{FieldError, Result};
@@ -115,10 +115,16 @@ pub struct FieldCipher {
 }
 
 enum Inner {
-    Gcm(RandomizedNonceKey),
-    /// AES-SIV keeps mutable CMAC state and is not `Clone`, so each call expands the key anew
-    /// (two AES-256 key schedules, well under the cost of S2V itself).
-    Siv(Zeroizing<[u8; 64]>),
+    /// Nonces come from [`atrest_crypto::random::gcm_nonce`] (the CSPRNG, drawn in batches):
+    /// `RandomizedNonceKey` draws each one alone, which cost more than the sealing.
+    Gcm(LessSafeKey),
+    /// AES-SIV keeps mutable CMAC state and is not `Clone`: one expanded instance is reused by
+    /// whichever call finds it free (expanding took a quarter of a 64-byte encryption); a call
+    /// that finds it busy expands its own from the key rather than wait.
+    Siv {
+        material: Zeroizing<[u8; 64]>,
+        expanded: Box<std::sync::Mutex<Aes256Siv>>,
+    },
 }
 
 impl fmt::Debug for FieldCipher {
@@ -140,14 +146,17 @@ impl FieldCipher {
             )));
         }
         let inner = match mode {
-            Mode::Randomized => Inner::Gcm(
-                RandomizedNonceKey::new(&AES_256_GCM, key.expose())
+            Mode::Randomized => Inner::Gcm(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, key.expose())
                     .map_err(|_| FieldError::Corrupt("AES-256-GCM refused the key".into()))?,
-            ),
+            )),
             Mode::Deterministic => {
                 let mut material = Zeroizing::new([0; 64]);
                 material.copy_from_slice(key.expose());
-                Inner::Siv(material)
+                let expanded = Box::new(std::sync::Mutex::new(Aes256Siv::new(
+                    material.as_ref().into(),
+                )));
+                Inner::Siv { material, expanded }
             }
         };
         Ok(Self { key_id, inner })
@@ -160,7 +169,7 @@ impl FieldCipher {
     pub fn mode(&self) -> Mode {
         match self.inner {
             Inner::Gcm(_) => Mode::Randomized,
-            Inner::Siv(_) => Mode::Deterministic,
+            Inner::Siv { .. } => Mode::Deterministic,
         }
     }
 
@@ -170,22 +179,26 @@ impl FieldCipher {
         out.extend_from_slice(&prefix(self.key_id));
         match &self.inner {
             Inner::Gcm(key) => {
-                out.extend_from_slice(&[0; NONCE_LEN]);
+                let nonce = atrest_crypto::random::gcm_nonce();
+                out.extend_from_slice(&nonce);
                 out.extend_from_slice(plaintext);
                 let body = &mut out[PREFIX_LEN + NONCE_LEN..];
                 #[allow(clippy::expect_used)] // only fails past 64 GiB, far beyond a field.
-                let (nonce, tag) = key
-                    .seal_in_place_separate_tag(Aad::from(associated_data), body)
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(associated_data),
+                        body,
+                    )
                     .expect("AES-GCM seal");
-                out[PREFIX_LEN..PREFIX_LEN + NONCE_LEN].copy_from_slice(nonce.as_ref());
                 out.extend_from_slice(tag.as_ref());
             }
-            Inner::Siv(material) => {
-                let mut siv = Aes256Siv::new(material.as_ref().into());
+            Inner::Siv { material, expanded } => {
                 #[allow(clippy::expect_used)] // fails only for more than 126 headers; we pass one.
-                let sealed = siv
-                    .encrypt([associated_data], plaintext)
-                    .expect("AES-SIV with one header");
+                let sealed = with_siv(material, expanded, |siv| {
+                    siv.encrypt([associated_data], plaintext)
+                })
+                .expect("AES-SIV with one header");
                 out.extend_from_slice(&sealed);
             }
         }
@@ -216,18 +229,33 @@ impl FieldCipher {
                 buffer.truncate(len);
                 Ok(SecretBytes::new(std::mem::take(&mut *buffer)))
             }
-            Inner::Siv(material) => {
+            Inner::Siv { material, expanded } => {
                 if body.len() < SIV_LEN {
                     return Err(FieldError::Malformed(
                         "value is shorter than an AES-SIV tag (truncated?)",
                     ));
                 }
-                let mut siv = Aes256Siv::new(material.as_ref().into());
-                siv.decrypt([associated_data], body)
-                    .map(SecretBytes::new)
-                    .map_err(|_| FieldError::Authentication)
+                with_siv(material, expanded, |siv| {
+                    siv.decrypt([associated_data], body)
+                })
+                .map(SecretBytes::new)
+                .map_err(|_| FieldError::Authentication)
             }
         }
+    }
+}
+
+/// Runs `use_siv` on the shared expanded instance if it is free, else on a fresh one. A
+/// poisoned lock only means a panic elsewhere mid-call; S2V state is reset per message, so the
+/// instance is still sound, but it is left alone and a fresh one used.
+fn with_siv<R>(
+    material: &[u8; 64],
+    expanded: &std::sync::Mutex<Aes256Siv>,
+    use_siv: impl FnOnce(&mut Aes256Siv) -> R,
+) -> R {
+    match expanded.try_lock() {
+        Ok(mut siv) => use_siv(&mut siv),
+        Err(_) => use_siv(&mut Aes256Siv::new(material.into())),
     }
 }
 
@@ -277,6 +305,17 @@ mod tests {
         assert_eq!(a, cipher.encrypt(b"alice", b"ad"));
         assert_ne!(a, cipher.encrypt(b"alice", b"other ad"));
         assert_eq!(cipher.decrypt(&a, b"ad").unwrap().expose(), b"alice");
+        // The shared expanded instance is left clean by a failed check, and a fresh one (the
+        // instance busy on another thread) gives the same value.
+        assert!(cipher.decrypt(&a, b"wrong ad").is_err());
+        assert_eq!(a, cipher.encrypt(b"alice", b"ad"));
+        let Inner::Siv { expanded, .. } = &cipher.inner else {
+            unreachable!()
+        };
+        let held = expanded.lock().unwrap();
+        assert_eq!(a, cipher.encrypt(b"alice", b"ad"));
+        assert_eq!(cipher.decrypt(&a, b"ad").unwrap().expose(), b"alice");
+        drop(held);
     }
 
     #[test]
