@@ -518,6 +518,30 @@ mod hex_bytes {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_parsed_policy_is_kept_by_its_record_and_never_carried_into_a_clone() {
+        let parse = |text: &str| {
+            atrest_policy::Policy::parse_resource_policy(text)
+                .map(std::sync::Arc::new)
+                .map_err(|error| error.to_string())
+        };
+        let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
+        let cell = ParsedPolicy::default();
+        let first = cell.get_or_try_init(|| parse(allow)).unwrap();
+        let again = cell
+            .get_or_try_init(|| Err("parsed twice".to_owned()))
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        // An update clones the record and changes its policy: the clone must parse anew.
+        let cloned = cell.clone();
+        assert_eq!(
+            cloned
+                .get_or_try_init(|| Err("parsed anew".to_owned()))
+                .unwrap_err(),
+            "parsed anew"
+        );
+    }
+
     fn pairs(items: &[(&str, &str)]) -> BTreeMap<String, String> {
         items
             .iter()
