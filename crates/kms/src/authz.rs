@@ -29,30 +29,41 @@ pub(crate) type GrantPermits<'a> =
 #[derive(Debug)]
 pub struct RequestContext {
     pub caller: Caller,
-    pub source_ip: Option<String>,
+    pub source_ip: Option<std::net::IpAddr>,
     pub secure_transport: bool,
     /// `kms:ViaService`: set when an atrest service (S3, volumes) calls on the caller's behalf.
     pub via_service: Option<String>,
     /// Shared with the contexts [`Self::acting_via`] makes, so a service's audit record sees
-    /// every key its calls touched.
-    resources: Arc<std::sync::Mutex<Vec<String>>>,
+    /// every key its calls touched. `None` when nothing will read the list (no audit log).
+    resources: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl RequestContext {
-    pub fn new(caller: Caller, source_ip: Option<String>, secure_transport: bool) -> Self {
+    /// A context that records nothing; [`Self::recording`] makes one whose touched key ARNs
+    /// can be read back for an audit record.
+    pub fn new(
+        caller: Caller,
+        source_ip: Option<std::net::IpAddr>,
+        secure_transport: bool,
+    ) -> Self {
         Self {
             caller,
             source_ip,
             secure_transport,
             via_service: None,
-            resources: Arc::default(),
+            resources: None,
         }
+    }
+
+    /// Records the key ARNs authorization is asked about, for [`Self::resources`].
+    pub fn recording(self) -> Self {
+        self.recording_into(Arc::default())
     }
 
     /// Records touched resources into `shared` (the audit record of the request that made
     /// this context) as well.
     pub fn recording_into(mut self, shared: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
-        self.resources = shared;
+        self.resources = Some(shared);
         self
     }
 
@@ -60,10 +71,10 @@ impl RequestContext {
     pub fn acting_via(&self, service: &str) -> Self {
         Self {
             caller: self.caller.clone(),
-            source_ip: self.source_ip.clone(),
+            source_ip: self.source_ip,
             secure_transport: self.secure_transport,
             via_service: Some(service.to_owned()),
-            resources: Arc::clone(&self.resources),
+            resources: self.resources.clone(),
         }
     }
 
@@ -73,16 +84,19 @@ impl RequestContext {
         self
     }
 
-    /// The key ARNs authorization was asked about, in order, without repeats.
+    /// The key ARNs authorization was asked about, in order, without repeats (none unless
+    /// the context is recording).
     pub fn resources(&self) -> Vec<String> {
-        self.resources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.resources.as_ref().map_or_else(Vec::new, |resources| {
+            resources.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        })
     }
 
     pub(crate) fn touched(&self, resource: &str) {
-        let mut resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(resources) = &self.resources else {
+            return;
+        };
+        let mut resources = resources.lock().unwrap_or_else(|e| e.into_inner());
         if !resources.iter().any(|seen| seen == resource) {
             resources.push(resource.to_owned());
         }
@@ -356,10 +370,10 @@ impl Kms {
     ) {
         let caller = &ctx.caller;
         if wanted("aws:principalarn") {
-            facts.set("aws:PrincipalArn", caller.arn.clone());
+            facts.set("aws:PrincipalArn", &*caller.arn);
         }
         if wanted("aws:principalaccount") {
-            facts.set("aws:PrincipalAccount", caller.account.clone());
+            facts.set("aws:PrincipalAccount", &*caller.account);
         }
         if let Some(service) = &ctx.via_service
             && wanted("kms:viaservice")
@@ -367,7 +381,7 @@ impl Kms {
             facts.set("kms:ViaService", service.clone());
         }
         if wanted("kms:calleraccount") {
-            facts.set("kms:CallerAccount", caller.account.clone());
+            facts.set("kms:CallerAccount", &*caller.account);
         }
         if wanted("aws:principaltype") {
             facts.set(
@@ -387,7 +401,7 @@ impl Kms {
         if let Some(ip) = &ctx.source_ip
             && wanted("aws:sourceip")
         {
-            facts.set("aws:SourceIp", ip.clone());
+            facts.set("aws:SourceIp", ip.to_string());
         }
         if wanted("aws:securetransport") {
             facts.set(

@@ -118,8 +118,8 @@ mod tests {
 
     fn root(kms: &Kms) -> RequestContext {
         let caller = Caller {
-            arn: kms.root_arn(),
-            account: kms.account.clone(),
+            arn: kms.root_arn().into(),
+            account: kms.account.as_str().into(),
             access_key_id: "AKIATEST".into(),
         };
         RequestContext::new(caller, None, false)

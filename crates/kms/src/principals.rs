@@ -9,12 +9,13 @@ use atrest_hsm::WrappedKey;
 use crate::model::{AccessKeyStatus, PrincipalRecord, UserRecord};
 use crate::{Kms, KmsError};
 
-/// The authenticated principal a request runs as.
+/// The authenticated principal a request runs as. Shared strings: every request clones its
+/// caller from the credential cache, and policy evaluation clones it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub arn: String,
-    pub account: String,
-    pub access_key_id: String,
+    pub arn: std::sync::Arc<str>,
+    pub account: std::sync::Arc<str>,
+    pub access_key_id: std::sync::Arc<str>,
 }
 
 impl Caller {
@@ -25,7 +26,10 @@ impl Caller {
 
     /// Whether this is the account's root user.
     pub fn is_root(&self) -> bool {
-        self.arn == format!("arn:aws:iam::{}:root", self.account)
+        self.arn
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|rest| rest.strip_suffix(":root"))
+            == Some(&*self.account)
     }
 }
 
@@ -164,9 +168,9 @@ impl Kms {
                 )
             })?;
         let caller = Caller {
-            arn: record.arn,
-            account: self.account.clone(),
-            access_key_id: access_key_id.to_owned(),
+            arn: record.arn.into(),
+            account: self.account.as_str().into(),
+            access_key_id: access_key_id.into(),
         };
         Ok(Some((caller, secret)))
     }

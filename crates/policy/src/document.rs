@@ -361,14 +361,14 @@ impl PrincipalEntry {
     fn matching(&self, caller: &Principal) -> PrincipalMatch {
         match self {
             PrincipalEntry::Anyone => PrincipalMatch::Direct,
-            PrincipalEntry::Account(account) if *account == caller.account => {
+            PrincipalEntry::Account(account) if **account == *caller.account => {
                 if caller.is_root() {
                     PrincipalMatch::Direct
                 } else {
                     PrincipalMatch::Account
                 }
             }
-            PrincipalEntry::Arn(arn) if *arn == caller.arn => PrincipalMatch::Direct,
+            PrincipalEntry::Arn(arn) if **arn == *caller.arn => PrincipalMatch::Direct,
             _ => PrincipalMatch::No,
         }
     }

@@ -23,8 +23,8 @@ pub use matching::wildcard;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// `arn:aws:iam::ACCOUNT:root` or `arn:aws:iam::ACCOUNT:user/NAME`.
-    pub arn: String,
-    pub account: String,
+    pub arn: std::sync::Arc<str>,
+    pub account: std::sync::Arc<str>,
 }
 
 impl Principal {
@@ -33,7 +33,7 @@ impl Principal {
             .arn
             .strip_prefix("arn:aws:iam::")
             .and_then(|rest| rest.strip_suffix(":root"));
-        account == Some(self.account.as_str())
+        account == Some(&*self.account)
     }
 }
 
@@ -163,14 +163,14 @@ mod tests {
 
     fn root() -> Principal {
         Principal {
-            arn: format!("arn:aws:iam::{ACCOUNT}:root"),
+            arn: format!("arn:aws:iam::{ACCOUNT}:root").into(),
             account: ACCOUNT.into(),
         }
     }
 
     fn user(name: &str) -> Principal {
         Principal {
-            arn: format!("arn:aws:iam::{ACCOUNT}:user/{name}"),
+            arn: format!("arn:aws:iam::{ACCOUNT}:user/{name}").into(),
             account: ACCOUNT.into(),
         }
     }

@@ -37,7 +37,7 @@ pub fn client_context(extensions: &http::Extensions) -> S3Result<RequestContext>
     let client = extensions.get::<ClientInfo>();
     let ctx = RequestContext::new(
         caller.0.clone(),
-        client.map(|client| client.ip.to_string()),
+        client.map(|client| client.ip),
         client.is_some_and(|client| client.secure),
     );
     Ok(match extensions.get::<AuditSlot>() {
@@ -199,13 +199,13 @@ impl Access {
         let operation = request.operation;
         let ctx = RequestContext::new(
             caller.clone(),
-            client.as_ref().map(|client| client.ip.to_string()),
+            client.as_ref().map(|client| client.ip),
             client.is_some_and(|client| client.secure),
         );
         if let Some(slot) = &slot {
             slot.record(|call| {
                 call.operation = Some(operation.to_owned());
-                call.caller_arn = Some(caller.arn.clone());
+                call.caller_arn = Some(caller.arn.to_string());
                 call.bucket = target.map(|(bucket, _)| bucket.to_owned());
                 call.key = target.and_then(|(_, key)| key.map(str::to_owned));
                 if let Some((bucket, key)) = target {

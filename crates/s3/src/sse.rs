@@ -394,7 +394,7 @@ impl DataKeys {
     ) -> S3Result<DataKey> {
         let bucket_arn = bucket_arn(arn);
         let id = MintId {
-            caller: ctx.caller.arn.clone(),
+            caller: ctx.caller.arn.to_string(),
             bucket_arn: bucket_arn.clone(),
             kms_key: key_id.clone(),
             context: context.clone(),

@@ -79,7 +79,7 @@ pub fn add_query_parameters(event: &mut Event, params: &Params) {
 }
 
 pub fn add_context(event: &mut Event, ctx: &RequestContext) {
-    event.caller_arn = Some(ctx.caller.arn.clone());
+    event.caller_arn = Some(ctx.caller.arn.to_string());
     event.resources = ctx.resources();
 }
 

@@ -203,12 +203,14 @@ async fn kms_request(
     if let Some(record) = &mut record {
         audit::add_kms_parameters(record, &body);
     }
+    let recording = record.is_some();
     let run = || -> (Result<Vec<u8>, WireError>, Option<RequestContext>) {
         let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, "kms") {
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
-        let ctx = RequestContext::new(caller, Some(client.peer.ip().to_string()), client.secure);
+        let ctx = RequestContext::new(caller, Some(client.peer.ip()), client.secure);
+        let ctx = if recording { ctx.recording() } else { ctx };
         (
             kms::dispatch(&state.kms, &ctx, &operation, &body),
             Some(ctx),
@@ -268,6 +270,7 @@ async fn query_request(
     if let Some(record) = &mut record {
         audit::add_query_parameters(record, &params);
     }
+    let recording = record.is_some();
     let run = || -> (Result<String, QueryError>, Option<RequestContext>) {
         let service = match service.as_deref() {
             Some(service @ ("iam" | "sts")) => service,
@@ -289,7 +292,8 @@ async fn query_request(
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
-        let ctx = RequestContext::new(caller, Some(client.peer.ip().to_string()), client.secure);
+        let ctx = RequestContext::new(caller, Some(client.peer.ip()), client.secure);
+        let ctx = if recording { ctx.recording() } else { ctx };
         let result = match (service, &state.volumes) {
             ("sts", _) => query::sts::dispatch(&state.kms, &ctx, &params, request_id),
             ("ec2", Some(volumes)) => query::ec2::dispatch(volumes, &ctx, &params, request_id),

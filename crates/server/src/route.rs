@@ -33,16 +33,19 @@ pub fn endpoint<B>(request: &Request<B>) -> Endpoint {
             _ => Endpoint::NotFound,
         };
     }
-    if let Some(target) = request.headers().get("x-amz-target") {
-        let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
-        if request.method() == Method::POST && path == "/" {
-            return match target.strip_prefix("TrentService.") {
-                Some(operation) => Endpoint::Kms {
-                    operation: operation.to_owned(),
-                },
-                None => Endpoint::UnknownTarget { target },
-            };
-        }
+    if let Some(target) = request.headers().get("x-amz-target")
+        && request.method() == Method::POST
+        && path == "/"
+    {
+        let target = String::from_utf8_lossy(target.as_bytes());
+        return match target.strip_prefix("TrentService.") {
+            Some(operation) => Endpoint::Kms {
+                operation: operation.to_owned(),
+            },
+            None => Endpoint::UnknownTarget {
+                target: target.into_owned(),
+            },
+        };
     }
     let form = request
         .headers()

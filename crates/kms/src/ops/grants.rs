@@ -213,10 +213,10 @@ impl Kms {
                 ));
             }
         };
-        let caller = &ctx.caller.arn;
-        let may_retire = grant.retiring.as_deref() == Some(caller.as_str())
-            || (grant.grantee == *caller && grant.operations.iter().any(|op| op == "RetireGrant"))
-            || *caller == self.root_arn()
+        let caller = &*ctx.caller.arn;
+        let may_retire = grant.retiring.as_deref() == Some(caller)
+            || (grant.grantee == caller && grant.operations.iter().any(|op| op == "RetireGrant"))
+            || caller == self.root_arn()
             || self
                 .authorize(ctx, "kms:RetireGrant", &record, None, &Context::new)
                 .is_ok();
@@ -292,7 +292,7 @@ impl Kms {
     ) -> bool {
         let mut request_context = None;
         record.grants.iter().any(|grant| {
-            grant.grantee == ctx.caller.arn
+            *grant.grantee == *ctx.caller.arn
                 && grant_permits(grant, &mut || {
                     request_context.get_or_insert_with(&context).clone()
                 })

@@ -76,9 +76,9 @@ impl Kms {
         }
         let root = RequestContext::new(
             Caller {
-                arn: self.root_arn(),
-                account: self.account.clone(),
-                access_key_id: String::new(),
+                arn: self.root_arn().into(),
+                account: self.account.as_str().into(),
+                access_key_id: "".into(),
             },
             None,
             true,
