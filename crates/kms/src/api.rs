@@ -29,11 +29,24 @@ impl Serialize for Blob {
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map(Blob)
-            .map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(Base64).map(Blob)
+    }
+}
+
+/// Decodes a base64 member where it lies: serde_json lends the text straight from the request
+/// body when it has no escapes (base64 never needs any), so it is not copied into a `String`
+/// first.
+struct Base64;
+
+impl serde::de::Visitor<'_> for Base64 {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a base64-encoded string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+        STANDARD.decode(text.as_bytes()).map_err(E::custom)
     }
 }
 
@@ -46,11 +59,9 @@ impl Serialize for SecretBlob {
 
 impl<'de> Deserialize<'de> for SecretBlob {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = zeroize::Zeroizing::new(String::deserialize(deserializer)?);
-        STANDARD
-            .decode(text.as_bytes())
+        deserializer
+            .deserialize_str(Base64)
             .map(|bytes| SecretBlob(SecretBytes::new(bytes)))
-            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -225,7 +236,7 @@ pub struct EncryptRequest {
 pub struct EncryptResponse {
     pub ciphertext_blob: Blob,
     pub key_id: String,
-    pub encryption_algorithm: String,
+    pub encryption_algorithm: &'static str,
 }
 
 #[derive(Debug, Deserialize)]

@@ -66,7 +66,7 @@ impl Kms {
         Ok(EncryptResponse {
             ciphertext_blob: Blob(ciphertext),
             key_id: self.key_arn(&record.key_id),
-            encryption_algorithm: algorithm.into(),
+            encryption_algorithm: algorithm,
         })
     }
 
