@@ -58,7 +58,7 @@ impl<T: KeyTable> FieldEncryptor<T> {
     /// its primary key's text): randomized values are bound to it; deterministic values are not,
     /// so they stay equal across rows.
     pub async fn encrypt(&self, plaintext: &[u8], row: &[u8]) -> Result<Vec<u8>> {
-        let mut buffer = Vec::new();
+        let mut buffer = aad::AdBuffer::default();
         let ad = self.associated_data(&mut buffer, row);
         if let Some(value) = self
             .keys
@@ -84,7 +84,7 @@ impl<T: KeyTable> FieldEncryptor<T> {
             .keys
             .by_key_id(key_id)
             .ok_or(FieldError::UnknownKeyId(key_id))?;
-        let mut buffer = Vec::new();
+        let mut buffer = aad::AdBuffer::default();
         let ad = self.associated_data(&mut buffer, row);
         self.keys
             .with_cipher(&self.cache, key, self.mode, |cipher| {
@@ -129,9 +129,9 @@ impl<T: KeyTable> FieldEncryptor<T> {
         Ok(tink::prefix(primary.key_id))
     }
 
-    fn associated_data<'a>(&'a self, buffer: &'a mut Vec<u8>, row: &[u8]) -> &'a [u8] {
+    fn associated_data<'a>(&'a self, buffer: &'a mut aad::AdBuffer, row: &[u8]) -> &'a [u8] {
         match self.mode {
-            Mode::Randomized => aad::with_row(buffer, &self.column_ad, row),
+            Mode::Randomized => buffer.with_row(&self.column_ad, row),
             Mode::Deterministic => &self.column_ad,
         }
     }
