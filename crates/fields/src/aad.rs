@@ -55,17 +55,21 @@ impl AdBuffer {
         }
         let (prefix, rest) = self.inline.split_at_mut(column_prefix.len());
         prefix.copy_from_slice(column_prefix);
-        #[allow(clippy::cast_possible_truncation)] // under 192 bytes, checked above
-        rest[..4].copy_from_slice(&(row.len() as u32).to_be_bytes());
+        rest[..4].copy_from_slice(&length_prefix(row));
         rest[4..4 + row.len()].copy_from_slice(row);
         &self.inline[..total]
     }
 }
 
 fn push_length_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
-    #[allow(clippy::cast_possible_truncation)] // identifiers and row ids are far below 4 GiB
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&length_prefix(bytes));
     out.extend_from_slice(bytes);
+}
+
+/// `lp(x)`'s prefix: `x`'s length as a 4-byte big-endian integer.
+fn length_prefix(bytes: &[u8]) -> [u8; 4] {
+    #[allow(clippy::cast_possible_truncation)] // identifiers and row ids are far below 4 GiB
+    (bytes.len() as u32).to_be_bytes()
 }
 
 #[cfg(test)]
