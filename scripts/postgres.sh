@@ -28,13 +28,34 @@ start_temp_postgres() {
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   as_pg_owner "$bin/initdb" -D "$PG_TEMP_DIR/data" -U atrest --auth=trust -E UTF8 --no-locale \
     >"$PG_TEMP_DIR/initdb.log"
+  make_test_certificates "$PG_TEMP_DIR"
+  # Role atrest_tls may only connect over TLS (the TLS tests prove encryption with it).
+  as_pg_owner sh -c "printf 'hostnossl all atrest_tls all reject\n' | cat - '$PG_TEMP_DIR/data/pg_hba.conf' > '$PG_TEMP_DIR/hba' && mv '$PG_TEMP_DIR/hba' '$PG_TEMP_DIR/data/pg_hba.conf'"
   as_pg_owner "$bin/pg_ctl" -D "$PG_TEMP_DIR/data" -l "$PG_TEMP_DIR/server.log" -w \
-    -o "-p $port -k $PG_TEMP_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $port -k $PG_TEMP_DIR -c listen_addresses=127.0.0.1 -c ssl=on \
+        -c ssl_cert_file=$PG_TEMP_DIR/server.crt -c ssl_key_file=$PG_TEMP_DIR/server.key" \
+    start >/dev/null
   PG_TEMP_BIN="$bin"
   trap stop_temp_postgres EXIT
   export ATREST_TEST_DATABASE_URL="postgres://atrest@127.0.0.1:$port/postgres"
   export ATREST_TEST_PGDATA="$PG_TEMP_DIR/data"
   export ATREST_TEST_PG_BIN="$bin"
+  export ATREST_TEST_PG_CA="$PG_TEMP_DIR/ca.crt"
+}
+
+# A throwaway CA and a server certificate for 127.0.0.1 (P-256, valid 2 days), so the server
+# speaks TLS as a production one does; the key belongs to the server's user, mode 0600, as
+# PostgreSQL demands.
+make_test_certificates() {
+  local dir="$1"
+  as_pg_owner sh -c "cd '$dir' && umask 077 &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj '/CN=atrest test CA' -keyout ca.key -out ca.crt &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=127.0.0.1' \
+      -keyout server.key -out server.csr &&
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext &&
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt && chmod 644 ca.crt" 2>"$dir/openssl.log"
 }
 
 stop_temp_postgres() {

@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import time
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -253,3 +254,76 @@ def test_clear_errors_for_bad_targets(server, database, fields):
     make_table(database, 5)
     result = fields.run("encrypt-column", "customers", "name", "--kms-key-id", "alias/none", check=False)
     assert result.returncode != 0 and "NotFoundException" in result.stderr
+
+
+def test_tls_to_postgres_follows_libpq_sslmode(server, database, tmp_path):
+    """`--database-url` takes libpq's sslmode/sslrootcert (and PGSSLMODE/PGSSLROOTCERT). The
+    server (scripts/postgres.sh) has a certificate for 127.0.0.1 from its own test CA, and role
+    atrest_tls is refused without TLS (pg_hba `hostnossl ... reject`), so every success below
+    ran encrypted; the refusals show what each mode checks."""
+    ca = os.environ["ATREST_TEST_PG_CA"]
+    with psycopg.connect(database, autocommit=True) as db:
+        db.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'atrest_tls') "
+                   "THEN CREATE ROLE atrest_tls LOGIN SUPERUSER; END IF; END $$")
+    make_table(database, 20)
+    tls_url = database.replace("://atrest@", "://atrest_tls@")
+    as_localhost = tls_url.replace("@127.0.0.1:", "@localhost:")
+    other_ca = tmp_path / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=another CA", "-keyout", str(tmp_path / "k"),
+                    "-out", str(other_ca)], check=True, capture_output=True)
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(url, command="describe", *extra, **env):
+        runner = Fields(server, url)
+        runner.env.update(HOME=str(home), **env)
+        return runner.run(command, "customers", "name", *extra, check=False)
+
+    def verified(url, root=ca, mode="verify-full"):
+        return f"{url}?sslmode={mode}&sslrootcert={quote(str(root), safe='')}"
+
+    # verify-full: the chain leads to the test CA and the certificate names 127.0.0.1.
+    result = run(verified(tls_url), "encrypt-column", "--kms-key-id", new_key(server))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Rows"] == 20
+    # The control: without TLS the role is refused.
+    result = run(tls_url + "?sslmode=disable")
+    assert result.returncode != 0 and "no encryption" in result.stderr, result.stderr
+    # prefer (the default) and require encrypt without checking, as libpq does.
+    for url in (tls_url, tls_url + "?sslmode=require", tls_url + "?sslmode=allow"):
+        result = run(url)
+        assert result.returncode == 0, (url, result.stderr)
+        assert json.loads(result.stdout)["Mode"] == "randomized"
+    # verify-full refuses a certificate that does not name the host; verify-ca takes it.
+    result = run(verified(as_localhost))
+    assert result.returncode != 0 and "not valid for name" in result.stderr, result.stderr
+    result = run(verified(as_localhost, mode="verify-ca"))
+    assert result.returncode == 0, result.stderr
+    # A chain to another CA is refused, in verify-ca and in require with a root given.
+    for mode in ("verify-full", "verify-ca", "require"):
+        result = run(verified(tls_url, root=other_ca, mode=mode))
+        assert result.returncode != 0 and "UnknownIssuer" in result.stderr, (mode, result.stderr)
+    # ~/.postgresql/root.crt, when it exists, makes require check the chain (libpq's default).
+    (home / ".postgresql").mkdir()
+    (home / ".postgresql" / "root.crt").write_bytes(other_ca.read_bytes())
+    result = run(tls_url + "?sslmode=require")
+    assert result.returncode != 0 and "UnknownIssuer" in result.stderr, result.stderr
+    (home / ".postgresql" / "root.crt").unlink()
+    # verify-* without any root is refused before connecting; so are unknown modes.
+    result = run(tls_url + "?sslmode=verify-full")
+    assert result.returncode != 0 and "sslrootcert" in result.stderr, result.stderr
+    result = run(tls_url + "?sslmode=verify")
+    assert result.returncode != 0 and "invalid sslmode" in result.stderr, result.stderr
+    result = run(tls_url + "?sslrootcert=system&sslmode=require")
+    assert result.returncode != 0 and "too weak" in result.stderr, result.stderr
+    # The environment, and libpq's key=value form.
+    result = run(tls_url, PGSSLMODE="verify-full", PGSSLROOTCERT=ca)
+    assert result.returncode == 0, result.stderr
+    result = run(as_localhost, PGSSLMODE="verify-full", PGSSLROOTCERT=ca)
+    assert result.returncode != 0 and "not valid for name" in result.stderr, result.stderr
+    port = tls_url.rsplit(":", 1)[1].split("/")[0]
+    dbname = tls_url.rsplit("/", 1)[1]
+    result = run(f"host=127.0.0.1 port={port} user=atrest_tls dbname={dbname} sslmode=verify-full "
+                 f"sslrootcert='{ca}'")
+    assert result.returncode == 0, result.stderr

@@ -100,7 +100,9 @@ pub enum FieldsCommand {
 /// A column of a PostgreSQL database, and the KMS that holds its master key.
 #[derive(Debug, Args)]
 pub struct ColumnArgs {
-    /// e.g. postgres://user@127.0.0.1:5432/db (libpq key=value strings work too).
+    /// e.g. postgres://user@db.example:5432/db?sslmode=verify-full&sslrootcert=ca.pem (libpq
+    /// key=value strings work too). TLS follows libpq: sslmode disable|allow|prefer (default)|
+    /// require|verify-ca|verify-full, sslrootcert=FILE|system, or PGSSLMODE/PGSSLROOTCERT.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// A table in the search path, with a one-column primary key.

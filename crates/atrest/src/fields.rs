@@ -9,7 +9,7 @@ use atrest_fields::jobs::{ColumnJobs, JobOptions, JobReport, Progress};
 use atrest_fields::kms::ConnectOptions;
 use atrest_fields::{CachePolicy, FieldError, FieldKeys, Mode};
 use serde_json::json;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::cli::{BatchArgs, ColumnArgs, FieldsCommand};
 use crate::error::CliError;
@@ -138,8 +138,10 @@ async fn open(target: &ColumnArgs) -> Result<(Client, Arc<FieldKeys<Arc<Client>>
     Ok((connect(&target.database_url).await?, keys))
 }
 
+/// Connects as psql would: libpq's `sslmode`/`sslrootcert` (in the URL or `PGSSLMODE`/
+/// `PGSSLROOTCERT`) decide whether the connection is encrypted and what is checked.
 async fn connect(url: &str) -> Result<Client, FieldError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (client, connection) = atrest_fields::postgres_tls::connect(url).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::error!(%error, "database connection closed");

@@ -42,6 +42,10 @@ pub enum FieldError {
     /// Stored key table content that cannot be right.
     #[error("key table: {0}")]
     Corrupt(String),
+    /// A database connection string (or `PGSSLMODE`/`PGSSLROOTCERT`) that cannot be used as
+    /// given, or root certificates that cannot be loaded.
+    #[error("database connection string: {0}")]
+    ConnectionString(String),
     /// A column job was asked for something the column's state does not allow.
     #[error("{0}")]
     Job(String),
@@ -53,7 +57,18 @@ impl From<tokio_postgres::Error> for FieldError {
         // The Display of a database error is only "db error"; the source holds the server's text.
         let detail = match error.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => error.to_string(),
+            // Nor does it show its cause (why a TLS handshake or a connection failed): add
+            // each cause in the chain.
+            None => {
+                let mut detail = error.to_string();
+                let mut cause = std::error::Error::source(&error);
+                while let Some(inner) = cause {
+                    detail.push_str(": ");
+                    detail.push_str(&inner.to_string());
+                    cause = inner.source();
+                }
+                detail
+            }
         };
         Self::Database(detail)
     }

@@ -11,6 +11,8 @@
 //! - [`FieldEncryptor`]: one column's encrypt/decrypt/lookup; values are plain `Vec<u8>`, a
 //!   `bytea` for any driver.
 //! - [`jobs`] (feature `tokio-postgres`): in-place, resumable column jobs for the CLI.
+//! - [`postgres_tls`] (feature `tokio-postgres`) and [`sslmode`]: connections encrypted and
+//!   checked as libpq's `sslmode` says, so a `DATABASE_URL` psql accepts works here.
 //!
 //! This crate depends on no atrest server crate.
 
@@ -23,6 +25,9 @@ mod keys;
 pub mod kms;
 #[cfg(feature = "tokio-postgres")]
 mod postgres;
+#[cfg(feature = "tokio-postgres")]
+pub mod postgres_tls;
+pub mod sslmode;
 mod table;
 pub mod tink;
 
