@@ -69,8 +69,14 @@ impl MakeRustlsConnect {
     pub fn new(verify: &Verify) -> Result<Self, FieldError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match verify {
-            Verify::Nothing => Arc::new(AcceptAnyCertificate(Arc::clone(&provider))),
-            Verify::Chain(roots) => Arc::new(ChainOnly(webpki(roots, &provider)?)),
+            Verify::Nothing => Arc::new(ShortOfName {
+                chain: None,
+                provider: Arc::clone(&provider),
+            }),
+            Verify::Chain(roots) => Arc::new(ShortOfName {
+                chain: Some(webpki(roots, &provider)?),
+                provider: Arc::clone(&provider),
+            }),
             Verify::ChainAndName(roots) => webpki(roots, &provider)?,
         };
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -120,13 +126,18 @@ fn webpki(
         .map_err(|error| tls_setup(error.to_string()))
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name in the certificate is not
-/// compared with the host (webpki checks the chain first, so a name mismatch means the chain
-/// passed).
+/// libpq's checks short of `verify-full`: with `chain`, the chain must lead to a trusted root
+/// but the name in the certificate is not compared with the host (`verify-ca`; webpki checks the
+/// chain first, so a name mismatch means the chain passed); without, any certificate is taken
+/// (`prefer`/`require` without roots). Either way the handshake's signature must be made by the
+/// key in the certificate.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct ShortOfName {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for ShortOfName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -135,10 +146,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -152,53 +163,11 @@ impl ServerCertVerifier for ChainOnly {
         certificate: &CertificateDer<'_>,
         signature: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verify_tls12_signature(message, certificate, signature)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verify_tls13_signature(message, certificate, signature)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without root certificates, as in libpq: any certificate is accepted, but
-/// the handshake's signature must still be made by the key in it.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             certificate,
             signature,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -212,12 +181,14 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             certificate,
             signature,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
