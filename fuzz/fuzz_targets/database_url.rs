@@ -3,7 +3,7 @@
 //! (splitting it again changes nothing), and any settings found resolve or are refused cleanly.
 #![no_main]
 
-use atrest_fields::sslmode::{TlsSettings, resolve, split};
+use atrest_fields::sslmode::{DefaultFiles, TlsSettings, resolve, split};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,12 @@ fuzz_target!(|data: &[u8]| {
         let (again, none) = split(&rest).expect("what split left splits again");
         assert_eq!(again, rest);
         assert_eq!(none, TlsSettings::default());
-        let _ = resolve(settings.clone(), None);
-        let _ = resolve(settings, Some("/home/u/.postgresql/root.crt".into()));
+        let _ = resolve(settings.clone(), DefaultFiles::default());
+        let home = DefaultFiles {
+            root: Some("/home/u/.postgresql/root.crt".into()),
+            client_cert: Some("/home/u/.postgresql/postgresql.crt".into()),
+            client_key: Some("/home/u/.postgresql/postgresql.key".into()),
+        };
+        let _ = resolve(settings, home);
     }
 });

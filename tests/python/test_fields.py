@@ -327,3 +327,47 @@ def test_tls_to_postgres_follows_libpq_sslmode(server, database, tmp_path):
     result = run(f"host=127.0.0.1 port={port} user=atrest_tls dbname={dbname} sslmode=verify-full "
                  f"sslrootcert='{ca}'")
     assert result.returncode == 0, result.stderr
+
+
+def test_client_certificate_authentication(server, database, tmp_path):
+    """sslcert/sslkey (and ~/.postgresql/postgresql.crt/.key) are presented to a server that
+    authenticates role atrest_cert by certificate (pg_hba `cert`, scripts/postgres.sh)."""
+    ca = os.environ["ATREST_TEST_PG_CA"]
+    cert = os.environ["ATREST_TEST_PG_CLIENT_CERT"]
+    key = os.environ["ATREST_TEST_PG_CLIENT_KEY"]
+    with psycopg.connect(database, autocommit=True) as db:
+        db.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'atrest_cert') "
+                   "THEN CREATE ROLE atrest_cert LOGIN SUPERUSER; END IF; END $$")
+    make_table(database, 10)
+    verified = (database.replace("://atrest@", "://atrest_cert@")
+                + f"?sslmode=verify-full&sslrootcert={quote(ca, safe='')}")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(url, command="describe", *extra):
+        runner = Fields(server, url)
+        runner.env["HOME"] = str(home)
+        return runner.run(command, "customers", "name", *extra, check=False)
+
+    # Without a certificate the server refuses the role.
+    result = run(verified)
+    assert result.returncode != 0 and "certificate" in result.stderr, result.stderr
+    # With one, the job runs.
+    with_cert = f"{verified}&sslcert={quote(cert, safe='')}&sslkey={quote(key, safe='')}"
+    result = run(with_cert, "encrypt-column", "--kms-key-id", new_key(server))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Rows"] == 10
+    # A key others may read is refused before connecting, as libpq does.
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(open(key, "rb").read())
+    loose.chmod(0o644)
+    result = run(f"{verified}&sslcert={quote(cert, safe='')}&sslkey={quote(str(loose), safe='')}")
+    assert result.returncode != 0 and "group or world access" in result.stderr, result.stderr
+    # libpq's default files in ~/.postgresql are used when the URL names none.
+    (home / ".postgresql").mkdir()
+    (home / ".postgresql" / "postgresql.crt").write_bytes(open(cert, "rb").read())
+    (home / ".postgresql" / "postgresql.key").write_bytes(open(key, "rb").read())
+    (home / ".postgresql" / "postgresql.key").chmod(0o600)
+    result = run(verified)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Mode"] == "randomized"

@@ -102,7 +102,7 @@ pub enum FieldsCommand {
 pub struct ColumnArgs {
     /// e.g. postgres://user@db.example:5432/db?sslmode=verify-full&sslrootcert=ca.pem (libpq
     /// key=value strings work too). TLS follows libpq: sslmode disable|allow|prefer (default)|
-    /// require|verify-ca|verify-full, sslrootcert=FILE|system, or PGSSLMODE/PGSSLROOTCERT.
+    /// require|verify-ca|verify-full, sslrootcert=FILE|system, sslcert/sslkey, or PGSSL*.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// A table in the search path, with a one-column primary key.

@@ -2,8 +2,9 @@
 //! [`connect`] takes a connection string as psql would and returns a tokio-postgres client whose
 //! connection is encrypted (rustls on aws-lc-rs) and checked as the string asks.
 //!
-//! tokio-postgres leaves certificate checks to the connector; this one checks nothing, the chain
-//! (`verify-ca`), or the chain and the host name (`verify-full`). Channel binding (SCRAM's
+//! tokio-postgres leaves certificates to the connector; this one checks nothing, the chain
+//! (`verify-ca`), or the chain and the host name (`verify-full`), and presents the client
+//! certificate (`sslcert`/`sslkey`) when the server asks for one. Channel binding (SCRAM's
 //! `tls-server-end-point`) is not offered: `channel_binding=require` is refused by
 //! tokio-postgres with its own error.
 
@@ -18,7 +19,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -27,7 +28,9 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream}
 use tokio_postgres::{Client, Connection, Socket};
 
 use crate::error::FieldError;
-use crate::sslmode::{self, Negotiation, RootCert, Verify};
+use crate::sslmode::{
+    self, ClientIdentity, DefaultFiles, Negotiation, RootCert, TlsPolicy, Verify,
+};
 
 /// Connects as libpq would to `connection_string` (a `postgres://` URI or `key=value` pairs,
 /// with `sslmode`/`sslrootcert` or `PGSSLMODE`/`PGSSLROOTCERT`). Spawn or poll the returned
@@ -40,21 +43,31 @@ pub async fn connect(
     let settings = settings
         .or_env(|name| std::env::var(name).ok())
         .map_err(invalid)?;
-    let policy = sslmode::resolve(settings, home_root_cert()).map_err(invalid)?;
+    let policy = sslmode::resolve(settings, default_files()).map_err(invalid)?;
     let mut config: tokio_postgres::Config = rest.parse()?;
     config.ssl_mode(match policy.negotiation {
         Negotiation::Disable => tokio_postgres::config::SslMode::Disable,
         Negotiation::Prefer => tokio_postgres::config::SslMode::Prefer,
         Negotiation::Require => tokio_postgres::config::SslMode::Require,
     });
-    let tls = MakeRustlsConnect::new(&policy.verify)?;
+    let tls = MakeRustlsConnect::new(&policy)?;
     Ok(config.connect(tls).await?)
 }
 
-/// libpq's default root certificate file, when it exists.
-fn home_root_cert() -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var_os("HOME")?).join(".postgresql/root.crt");
-    path.is_file().then_some(path)
+/// libpq's files in `~/.postgresql`, those that exist.
+fn default_files() -> DefaultFiles {
+    let Some(home) = std::env::var_os("HOME") else {
+        return DefaultFiles::default();
+    };
+    let existing = |name: &str| {
+        let path = PathBuf::from(&home).join(".postgresql").join(name);
+        path.is_file().then_some(path)
+    };
+    DefaultFiles {
+        root: existing("root.crt"),
+        client_cert: existing("postgresql.crt"),
+        client_key: existing("postgresql.key"),
+    }
 }
 
 /// Makes a rustls connection per host tokio-postgres connects to.
@@ -64,11 +77,11 @@ pub struct MakeRustlsConnect {
 }
 
 impl MakeRustlsConnect {
-    /// A connector that checks what `verify` says, loading its root certificates now so that a
-    /// missing or empty file is reported before any connection.
-    pub fn new(verify: &Verify) -> Result<Self, FieldError> {
+    /// A connector that checks what `policy` says and presents its client certificate, loading
+    /// every file now so that a missing or unusable one is reported before any connection.
+    pub fn new(policy: &TlsPolicy) -> Result<Self, FieldError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match verify {
+        let verifier: Arc<dyn ServerCertVerifier> = match &policy.verify {
             Verify::Nothing => Arc::new(ShortOfName {
                 chain: None,
                 provider: Arc::clone(&provider),
@@ -79,12 +92,20 @@ impl MakeRustlsConnect {
             }),
             Verify::ChainAndName(roots) => webpki(roots, &provider)?,
         };
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| tls_setup(error.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &policy.identity {
+            None => builder.with_no_client_auth(),
+            Some(identity) => {
+                let (chain, key) = load_identity(identity)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|error| tls_setup(format!("sslcert/sslkey: {error}")))?
+            }
+        };
         // What libpq 17 sends, and what PostgreSQL 17 wants for `sslnegotiation=direct`.
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Self {
@@ -95,6 +116,40 @@ impl MakeRustlsConnect {
 
 fn tls_setup(message: String) -> FieldError {
     FieldError::ConnectionString(format!("TLS: {message}"))
+}
+
+/// The client certificate chain and its key. As libpq does, a key that others may read is
+/// refused: mode 0600 or stricter, or 0640 if root owns it.
+fn load_identity(
+    identity: &ClientIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FieldError> {
+    let cert = &identity.cert;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certificates| certificates.collect())
+        .map_err(|error| tls_setup(format!("sslcert {}: {error}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(tls_setup(format!(
+            "sslcert {} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key = &identity.key;
+    let metadata = std::fs::metadata(key)
+        .map_err(|error| tls_setup(format!("sslkey {}: {error}", key.display())))?;
+    let others_may_read = {
+        use std::os::unix::fs::MetadataExt;
+        let allowed = if metadata.uid() == 0 { 0o640 } else { 0o600 };
+        metadata.mode() & 0o777 & !allowed != 0
+    };
+    if others_may_read {
+        return Err(tls_setup(format!(
+            "sslkey {} has group or world access; it should be u=rw (0600) or less",
+            key.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| tls_setup(format!("sslkey {}: {error}", key.display())))?;
+    Ok((chain, key))
 }
 
 fn webpki(
@@ -285,9 +340,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 mod tests {
     use super::*;
 
+    fn policy(verify: Verify, identity: Option<ClientIdentity>) -> TlsPolicy {
+        TlsPolicy {
+            negotiation: Negotiation::Require,
+            verify,
+            identity,
+        }
+    }
+
     fn setup_error(verify: Verify) -> String {
-        match MakeRustlsConnect::new(&verify) {
-            Ok(_) => panic!("{verify:?} was accepted"),
+        identity_error(policy(verify, None))
+    }
+
+    fn identity_error(policy: TlsPolicy) -> String {
+        match MakeRustlsConnect::new(&policy) {
+            Ok(_) => panic!("{policy:?} was accepted"),
             Err(error) => error.to_string(),
         }
     }
@@ -306,7 +373,36 @@ mod tests {
     }
 
     #[test]
+    fn client_keys_others_may_read_are_refused() {
+        let dir = std::env::temp_dir().join(format!("atrest-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("client.crt");
+        // PEM framing is all the loader reads before the key; the DER is checked by the handshake.
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(&key, "not a key\n").unwrap();
+        let identity = || {
+            Some(ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = identity_error(policy(Verify::Nothing, identity()));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let garbage = identity_error(policy(Verify::Nothing, identity()));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(open.contains("group or world access"), "{open}");
+        assert!(garbage.contains("sslkey"), "{garbage}");
+    }
+
+    #[test]
     fn unchecked_connections_still_build() {
-        assert!(MakeRustlsConnect::new(&Verify::Nothing).is_ok());
+        assert!(MakeRustlsConnect::new(&policy(Verify::Nothing, None)).is_ok());
     }
 }

@@ -1,9 +1,9 @@
-//! libpq's TLS settings in a PostgreSQL connection string (`sslmode`, `sslrootcert`, and the
-//! `PGSSLMODE`/`PGSSLROOTCERT` environment variables), so that a `DATABASE_URL` psql accepts
+//! libpq's TLS settings in a PostgreSQL connection string (`sslmode`, `sslrootcert`, `sslcert`,
+//! `sslkey`, and their `PGSSL*` environment variables), so that a `DATABASE_URL` psql accepts
 //! means the same thing here. tokio-postgres knows only `disable|prefer|require` and leaves
-//! certificate checks to its TLS connector; [`split`] takes the two settings out of the string
-//! before tokio-postgres reads the rest, and [`resolve`] turns them into what the connector
-//! must check.
+//! certificates to its TLS connector; [`split`] takes these settings out of the string before
+//! tokio-postgres reads the rest, and [`resolve`] turns them into what the connector must check
+//! and send.
 //!
 //! The meanings follow libpq's (<https://www.postgresql.org/docs/current/libpq-ssl.html>,
 //! "SSL Mode Descriptions", and `sslrootcert` in "Parameter Key Words"):
@@ -15,6 +15,9 @@
 //!   exists): then they check the chain, as `verify-ca` does.
 //! - `sslrootcert=system` trusts the operating system's roots and, as in libpq 16, makes
 //!   `verify-full` the default and refuses weaker modes.
+//! - `sslcert`/`sslkey` (default `~/.postgresql/postgresql.crt` and `.key`) are the client
+//!   certificate and key sent when the server asks (`cert` authentication). Unlike libpq, a
+//!   certificate named but missing is an error rather than silently not sent.
 //!
 //! Pure string handling (no I/O), so it is fuzzed: `fuzz/fuzz_targets/database_url.rs`.
 
@@ -86,11 +89,16 @@ impl RootCert {
 pub struct TlsSettings {
     pub mode: Option<SslMode>,
     pub root_cert: Option<RootCert>,
+    /// `sslcert`: the client's certificate chain (PEM), for `cert` authentication.
+    pub client_cert: Option<PathBuf>,
+    /// `sslkey`: the client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
 }
 
 impl TlsSettings {
     /// Fills what the connection string left unset from libpq's environment variables
-    /// (`PGSSLMODE`, `PGSSLROOTCERT`), read through `var` so that tests need no process state.
+    /// (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`), read through `var` so that tests
+    /// need no process state.
     pub fn or_env(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         if self.mode.is_none()
             && let Some(value) = var("PGSSLMODE")
@@ -102,6 +110,12 @@ impl TlsSettings {
             && let Some(value) = var("PGSSLROOTCERT")
         {
             self.root_cert = Some(RootCert::parse(&value));
+        }
+        if self.client_cert.is_none() {
+            self.client_cert = var("PGSSLCERT").map(PathBuf::from);
+        }
+        if self.client_key.is_none() {
+            self.client_key = var("PGSSLKEY").map(PathBuf::from);
         }
         Ok(self)
     }
@@ -127,16 +141,37 @@ pub enum Verify {
     ChainAndName(RootCert),
 }
 
+/// A client certificate chain and its key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The effective TLS policy of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPolicy {
     pub negotiation: Negotiation,
     pub verify: Verify,
+    /// Sent when the server asks for a client certificate.
+    pub identity: Option<ClientIdentity>,
 }
 
-/// Resolves settings into a policy as libpq does. `default_root` is `~/.postgresql/root.crt`
-/// when that file exists (the caller looks; this module does no I/O).
-pub fn resolve(settings: TlsSettings, default_root: Option<PathBuf>) -> Result<TlsPolicy, String> {
+/// libpq's files in `~/.postgresql`, each given only when it exists (the caller looks; this
+/// module does no I/O).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefaultFiles {
+    /// `root.crt`.
+    pub root: Option<PathBuf>,
+    /// `postgresql.crt`.
+    pub client_cert: Option<PathBuf>,
+    /// `postgresql.key`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Resolves settings into a policy as libpq does, with `defaults` standing in for what the
+/// settings leave unset.
+pub fn resolve(settings: TlsSettings, defaults: DefaultFiles) -> Result<TlsPolicy, String> {
     let system = settings.root_cert == Some(RootCert::System);
     let mode = match settings.mode {
         Some(mode) if system && mode < SslMode::VerifyFull => {
@@ -149,7 +184,7 @@ pub fn resolve(settings: TlsSettings, default_root: Option<PathBuf>) -> Result<T
         None if system => SslMode::VerifyFull,
         None => SslMode::Prefer,
     };
-    let root = settings.root_cert.or(default_root.map(RootCert::File));
+    let root = settings.root_cert.or(defaults.root.map(RootCert::File));
     let negotiation = match mode {
         SslMode::Disable => Negotiation::Disable,
         SslMode::Allow | SslMode::Prefer => Negotiation::Prefer,
@@ -168,13 +203,39 @@ pub fn resolve(settings: TlsSettings, default_root: Option<PathBuf>) -> Result<T
         (_, Some(root)) => Verify::Chain(root),
         (_, None) => Verify::Nothing,
     };
+    // A client certificate is sent with its key: the key defaults to ~/.postgresql's only
+    // when the certificate is given, and both default only together.
+    let identity = match (settings.client_cert, settings.client_key) {
+        _ if mode == SslMode::Disable => None,
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
+        (Some(cert), None) => match defaults.client_key {
+            Some(key) => Some(ClientIdentity { cert, key }),
+            None => {
+                return Err(format!(
+                    "sslcert {} is given without its private key: set sslkey=FILE",
+                    cert.display()
+                ));
+            }
+        },
+        (None, Some(key)) => {
+            return Err(format!(
+                "sslkey {} is given without its certificate: set sslcert=FILE",
+                key.display()
+            ));
+        }
+        (None, None) => match (defaults.client_cert, defaults.client_key) {
+            (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
+            _ => None,
+        },
+    };
     Ok(TlsPolicy {
         negotiation,
         verify,
+        identity,
     })
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a connection string, in either of libpq's forms: a
+/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string, in either of libpq's forms: a
 /// URI (`postgres://` or `postgresql://`, settings in its query, percent-encoded) or
 /// `key=value` pairs (values optionally single-quoted, with `\` escapes). Returns the rest,
 /// for tokio-postgres, and the settings.
@@ -203,6 +264,10 @@ fn split_uri(uri: &str) -> Result<(String, TlsSettings), String> {
             Some(("sslrootcert", value)) => {
                 settings.root_cert = Some(RootCert::parse(&percent_decode(value)?));
             }
+            Some(("sslcert", value)) => {
+                settings.client_cert = Some(percent_decode(value)?.into());
+            }
+            Some(("sslkey", value)) => settings.client_key = Some(percent_decode(value)?.into()),
             _ => kept.push(parameter),
         }
     }
@@ -245,6 +310,8 @@ fn split_key_values(text: &str) -> Result<(String, TlsSettings), String> {
         match key {
             "sslmode" => settings.mode = Some(SslMode::parse(&value)?),
             "sslrootcert" => settings.root_cert = Some(RootCert::parse(&value)),
+            "sslcert" => settings.client_cert = Some(value.into()),
+            "sslkey" => settings.client_key = Some(value.into()),
             _ => kept.push(raw),
         }
         rest = after.trim_start();
@@ -316,6 +383,14 @@ mod tests {
         TlsSettings {
             mode,
             root_cert: root,
+            ..TlsSettings::default()
+        }
+    }
+
+    fn home_root() -> DefaultFiles {
+        DefaultFiles {
+            root: Some("/home/u/.postgresql/root.crt".into()),
+            ..DefaultFiles::default()
         }
     }
 
@@ -323,7 +398,7 @@ mod tests {
     fn uri_settings_leave_the_rest_untouched() {
         let (rest, found) = split(
             "postgres://u:p%40ss@db.example:5432/app?application_name=x&sslmode=verify-full\
-             &sslrootcert=%2Fetc%2Fpg%20ca.pem&connect_timeout=5",
+             &sslrootcert=%2Fetc%2Fpg%20ca.pem&connect_timeout=5&sslcert=c.pem&sslkey=%2Fk",
         )
         .unwrap();
         assert_eq!(
@@ -332,10 +407,14 @@ mod tests {
         );
         assert_eq!(
             found,
-            settings(
-                Some(SslMode::VerifyFull),
-                Some(RootCert::File("/etc/pg ca.pem".into()))
-            )
+            TlsSettings {
+                client_cert: Some("c.pem".into()),
+                client_key: Some("/k".into()),
+                ..settings(
+                    Some(SslMode::VerifyFull),
+                    Some(RootCert::File("/etc/pg ca.pem".into()))
+                )
+            }
         );
         let (rest, found) = split("postgresql://db/app?sslmode=require").unwrap();
         assert_eq!(rest, "postgresql://db/app");
@@ -382,14 +461,16 @@ mod tests {
     #[test]
     fn resolution_follows_libpq() {
         let file = || RootCert::File("/ca.pem".into());
-        let home = || Some(PathBuf::from("/home/u/.postgresql/root.crt"));
+        let home = home_root;
+        let none = DefaultFiles::default;
         let policy = |mode, root, default| resolve(settings(mode, root), default).unwrap();
         // Default: prefer, nothing checked; with ~/.postgresql/root.crt, the chain.
         assert_eq!(
-            policy(None, None, None),
+            policy(None, None, none()),
             TlsPolicy {
                 negotiation: Negotiation::Prefer,
-                verify: Verify::Nothing
+                verify: Verify::Nothing,
+                identity: None,
             }
         );
         assert_eq!(
@@ -397,10 +478,11 @@ mod tests {
             Verify::Chain(RootCert::File("/home/u/.postgresql/root.crt".into()))
         );
         assert_eq!(
-            policy(Some(SslMode::Require), Some(file()), None),
+            policy(Some(SslMode::Require), Some(file()), none()),
             TlsPolicy {
                 negotiation: Negotiation::Require,
-                verify: Verify::Chain(file())
+                verify: Verify::Chain(file()),
+                identity: None,
             }
         );
         assert_eq!(
@@ -408,32 +490,83 @@ mod tests {
             Verify::ChainAndName(file())
         );
         assert_eq!(
-            policy(Some(SslMode::Disable), Some(file()), None),
+            policy(Some(SslMode::Disable), Some(file()), none()),
             TlsPolicy {
                 negotiation: Negotiation::Disable,
-                verify: Verify::Nothing
+                verify: Verify::Nothing,
+                identity: None,
             }
         );
         assert_eq!(
-            policy(Some(SslMode::Allow), None, None).negotiation,
+            policy(Some(SslMode::Allow), None, none()).negotiation,
             Negotiation::Prefer
         );
         // sslrootcert=system: verify-full by default, weaker modes refused.
         assert_eq!(
-            policy(None, Some(RootCert::System), None),
+            policy(None, Some(RootCert::System), none()),
             TlsPolicy {
                 negotiation: Negotiation::Require,
-                verify: Verify::ChainAndName(RootCert::System)
+                verify: Verify::ChainAndName(RootCert::System),
+                identity: None,
             }
         );
         let weak = resolve(
             settings(Some(SslMode::Require), Some(RootCert::System)),
-            None,
+            none(),
         );
         assert!(weak.unwrap_err().contains("verify-full"));
         // verify-* without roots is refused before any connection is made.
-        let rootless = resolve(settings(Some(SslMode::VerifyCa), None), None);
+        let rootless = resolve(settings(Some(SslMode::VerifyCa), None), none());
         assert!(rootless.unwrap_err().contains("sslrootcert"));
+    }
+
+    #[test]
+    fn client_certificates_come_with_their_keys() {
+        let identity = |cert: &str, key: &str| {
+            Some(ClientIdentity {
+                cert: cert.into(),
+                key: key.into(),
+            })
+        };
+        let given = |cert: Option<&str>, key: Option<&str>| TlsSettings {
+            client_cert: cert.map(PathBuf::from),
+            client_key: key.map(PathBuf::from),
+            ..TlsSettings::default()
+        };
+        let home = DefaultFiles {
+            root: None,
+            client_cert: Some("/h/postgresql.crt".into()),
+            client_key: Some("/h/postgresql.key".into()),
+        };
+        let resolved = |settings, defaults| resolve(settings, defaults).map(|p| p.identity);
+        assert_eq!(
+            resolved(given(Some("/c"), Some("/k")), DefaultFiles::default()),
+            Ok(identity("/c", "/k"))
+        );
+        // The home directory's pair, whole; its key serves a certificate named alone.
+        assert_eq!(
+            resolved(given(None, None), home.clone()),
+            Ok(identity("/h/postgresql.crt", "/h/postgresql.key"))
+        );
+        assert_eq!(
+            resolved(given(Some("/c"), None), home.clone()),
+            Ok(identity("/c", "/h/postgresql.key"))
+        );
+        let half = DefaultFiles {
+            client_key: None,
+            ..home.clone()
+        };
+        assert_eq!(resolved(given(None, None), half), Ok(None));
+        // Halves named alone are refused; disable sends nothing.
+        let error = resolved(given(Some("/c"), None), DefaultFiles::default()).unwrap_err();
+        assert!(error.contains("sslkey"), "{error}");
+        let error = resolved(given(None, Some("/k")), home.clone()).unwrap_err();
+        assert!(error.contains("sslcert"), "{error}");
+        let disabled = TlsSettings {
+            mode: Some(SslMode::Disable),
+            ..given(Some("/c"), Some("/k"))
+        };
+        assert_eq!(resolved(disabled, home), Ok(None));
     }
 
     #[test]
@@ -441,18 +574,29 @@ mod tests {
         let env = |name: &str| match name {
             "PGSSLMODE" => Some("verify-full".to_string()),
             "PGSSLROOTCERT" => Some("/env.pem".to_string()),
+            "PGSSLCERT" => Some("/env.crt".to_string()),
+            "PGSSLKEY" => Some("/env.key".to_string()),
             _ => None,
         };
         let filled = TlsSettings::default().or_env(env).unwrap();
         assert_eq!(
             filled,
-            settings(
-                Some(SslMode::VerifyFull),
-                Some(RootCert::File("/env.pem".into()))
-            )
+            TlsSettings {
+                client_cert: Some("/env.crt".into()),
+                client_key: Some("/env.key".into()),
+                ..settings(
+                    Some(SslMode::VerifyFull),
+                    Some(RootCert::File("/env.pem".into()))
+                )
+            }
         );
-        let kept = settings(Some(SslMode::Disable), None).or_env(env).unwrap();
+        let given = TlsSettings {
+            client_key: Some("/url.key".into()),
+            ..settings(Some(SslMode::Disable), None)
+        };
+        let kept = given.or_env(env).unwrap();
         assert_eq!(kept.mode, Some(SslMode::Disable));
+        assert_eq!(kept.client_key, Some("/url.key".into()));
         let bad = TlsSettings::default().or_env(|_| Some("on".to_string()));
         assert!(bad.unwrap_err().starts_with("PGSSLMODE"));
     }
