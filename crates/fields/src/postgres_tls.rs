@@ -123,16 +123,7 @@ fn tls_setup(message: String) -> FieldError {
 fn load_identity(
     identity: &ClientIdentity,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FieldError> {
-    let cert = &identity.cert;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certificates| certificates.collect())
-        .map_err(|error| tls_setup(format!("sslcert {}: {error}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(tls_setup(format!(
-            "sslcert {} holds no PEM certificate",
-            cert.display()
-        )));
-    }
+    let chain = pem_certificates("sslcert", &identity.cert)?;
     let key = &identity.key;
     let metadata = std::fs::metadata(key)
         .map_err(|error| tls_setup(format!("sslkey {}: {error}", key.display())))?;
@@ -152,23 +143,35 @@ fn load_identity(
     Ok((chain, key))
 }
 
+/// Every certificate of a PEM file; none is an error naming the `setting` it came from.
+fn pem_certificates(
+    setting: &str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, FieldError> {
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect())
+        .map_err(|error| tls_setup(format!("{setting} {}: {error}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(tls_setup(format!(
+            "{setting} {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
 fn webpki(
     roots: &RootCert,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<WebPkiServerVerifier>, FieldError> {
-    let certificates: Vec<CertificateDer<'static>> = match roots {
-        RootCert::File(path) => CertificateDer::pem_file_iter(path)
-            .and_then(|certificates| certificates.collect())
-            .map_err(|error| tls_setup(format!("sslrootcert {}: {error}", path.display())))?,
+    let certificates = match roots {
+        RootCert::File(path) => pem_certificates("sslrootcert", path)?,
         RootCert::System => rustls_native_certs::load_native_certs().certs,
     };
     let mut store = RootCertStore::empty();
     let (_, unusable) = store.add_parsable_certificates(certificates);
     if store.is_empty() {
         return Err(tls_setup(match roots {
-            RootCert::File(path) if unusable == 0 => {
-                format!("sslrootcert {} holds no PEM certificate", path.display())
-            }
             RootCert::File(path) => format!(
                 "sslrootcert {}: none of its {unusable} certificates can be a root",
                 path.display()

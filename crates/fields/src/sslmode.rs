@@ -119,6 +119,23 @@ impl TlsSettings {
         }
         Ok(self)
     }
+
+    /// Records the pair if `key` is one of the TLS settings (`value` is read only then, so a
+    /// URI's other parameters are not decoded here); `false` leaves it to tokio-postgres.
+    fn take(
+        &mut self,
+        key: &str,
+        value: impl FnOnce() -> Result<String, String>,
+    ) -> Result<bool, String> {
+        match key {
+            "sslmode" => self.mode = Some(SslMode::parse(&value()?)?),
+            "sslrootcert" => self.root_cert = Some(RootCert::parse(&value()?)),
+            "sslcert" => self.client_cert = Some(value()?.into()),
+            "sslkey" => self.client_key = Some(value()?.into()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 /// Whether TLS is negotiated: the three choices tokio-postgres has.
@@ -235,10 +252,10 @@ pub fn resolve(settings: TlsSettings, defaults: DefaultFiles) -> Result<TlsPolic
     })
 }
 
-/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string, in either of libpq's forms: a
-/// URI (`postgres://` or `postgresql://`, settings in its query, percent-encoded) or
-/// `key=value` pairs (values optionally single-quoted, with `\` escapes). Returns the rest,
-/// for tokio-postgres, and the settings.
+/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string, in either
+/// of libpq's forms: a URI (`postgres://` or `postgresql://`, settings in its query,
+/// percent-encoded) or `key=value` pairs (values optionally single-quoted, with `\` escapes).
+/// Returns the rest, for tokio-postgres, and the settings.
 pub fn split(connection_string: &str) -> Result<(String, TlsSettings), String> {
     let is_uri = ["postgres://", "postgresql://"]
         .iter()
@@ -257,18 +274,12 @@ fn split_uri(uri: &str) -> Result<(String, TlsSettings), String> {
     let mut settings = TlsSettings::default();
     let mut kept = Vec::new();
     for parameter in query.split('&') {
-        match parameter.split_once('=') {
-            Some(("sslmode", value)) => {
-                settings.mode = Some(SslMode::parse(&percent_decode(value)?)?);
-            }
-            Some(("sslrootcert", value)) => {
-                settings.root_cert = Some(RootCert::parse(&percent_decode(value)?));
-            }
-            Some(("sslcert", value)) => {
-                settings.client_cert = Some(percent_decode(value)?.into());
-            }
-            Some(("sslkey", value)) => settings.client_key = Some(percent_decode(value)?.into()),
-            _ => kept.push(parameter),
+        let taken = match parameter.split_once('=') {
+            Some((key, value)) => settings.take(key, || percent_decode(value))?,
+            None => false,
+        };
+        if !taken {
+            kept.push(parameter);
         }
     }
     let rest = if kept.is_empty() {
@@ -307,12 +318,8 @@ fn split_key_values(text: &str) -> Result<(String, TlsSettings), String> {
     let mut rest = text.trim_start();
     while !rest.is_empty() {
         let (key, value, raw, after) = next_pair(rest)?;
-        match key {
-            "sslmode" => settings.mode = Some(SslMode::parse(&value)?),
-            "sslrootcert" => settings.root_cert = Some(RootCert::parse(&value)),
-            "sslcert" => settings.client_cert = Some(value.into()),
-            "sslkey" => settings.client_key = Some(value.into()),
-            _ => kept.push(raw),
+        if !settings.take(key, || Ok(value))? {
+            kept.push(raw);
         }
         rest = after.trim_start();
     }
