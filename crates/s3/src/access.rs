@@ -6,9 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use atrest_kms::{Caller, Kms, KmsError, RequestContext};
+use s3s::S3Request;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::CopySource;
+use s3s::dto::{CopySource, DeleteObjectsInput, PutObjectInput};
 use s3s::path::S3Path;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
@@ -24,6 +25,10 @@ pub struct ClientInfo {
     pub ip: IpAddr,
     pub secure: bool,
 }
+
+/// Marks a POST object request, whose authorization waits for its parsed fields.
+#[derive(Debug, Clone, Copy)]
+struct FormUpload;
 
 /// The authenticated caller, put in the extensions by [`Access::check`].
 #[derive(Debug, Clone)]
@@ -146,9 +151,104 @@ impl S3Access for SharedAccess {
         let caller = self
             .0
             .check_request(access_key.as_deref(), client, slot, &request, target)?;
+        let form_upload = operation == "PostObject";
         cx.extensions_mut().insert(Authenticated(caller));
+        if form_upload {
+            cx.extensions_mut().insert(FormUpload);
+        }
         Ok(())
     }
+
+    /// s3s calls this for PutObject and for POST object (with the form parsed into a
+    /// PutObject input). A form upload is authorized here, as `s3:PutObject` on the object's
+    /// ARN with the condition keys a PutObject of the same fields would carry.
+    async fn put_object(&self, req: &mut S3Request<PutObjectInput>) -> S3Result<()> {
+        if req.extensions.get::<FormUpload>().is_none() {
+            return Ok(());
+        }
+        let ctx = client_context(&req.extensions)?;
+        let headers = form_upload_headers(&req.input);
+        let request = Request {
+            operation: "PutObject",
+            headers: &headers,
+            query: req.uri.query(),
+        };
+        let target = Some((req.input.bucket.as_str(), Some(req.input.key.as_str())));
+        self.0.authorize(&ctx, &request, "s3:PutObject", target)
+    }
+
+    /// DeleteObjects is authorized key by key, as `s3:DeleteObject` on each object's ARN with
+    /// the batch request's condition keys: a key the caller may not delete is taken out of the
+    /// batch and answered in `Errors` as `AccessDenied` (what AWS does), the others go ahead.
+    async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
+        let ctx = client_context(&req.extensions)?;
+        let bucket = req.input.bucket.clone();
+        let request = Request {
+            operation: "DeleteObject",
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        let mut refused = Vec::new();
+        let mut allowed = Vec::new();
+        for object in std::mem::take(&mut req.input.delete.objects) {
+            let target = Some((bucket.as_str(), Some(object.key.as_str())));
+            match self.0.authorize(&ctx, &request, "s3:DeleteObject", target) {
+                Ok(()) => allowed.push(object),
+                Err(error) if *error.code() == S3ErrorCode::AccessDenied => {
+                    refused.push(RefusedDelete {
+                        key: object.key,
+                        version_id: object.version_id,
+                        message: error.message().unwrap_or("Access Denied").to_owned(),
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        req.input.delete.objects = allowed;
+        req.extensions.insert(RefusedDeletes(refused));
+        Ok(())
+    }
+}
+
+/// What a form upload's fields say, as the headers a PutObject would carry them in: the
+/// condition keys of the two calls are then the same by construction.
+fn form_upload_headers(input: &PutObjectInput) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let fields = [
+        (
+            "x-amz-server-side-encryption",
+            input
+                .server_side_encryption
+                .as_ref()
+                .map(|sse| sse.as_str()),
+        ),
+        (
+            "x-amz-server-side-encryption-aws-kms-key-id",
+            input.ssekms_key_id.as_deref(),
+        ),
+        (
+            "x-amz-server-side-encryption-customer-algorithm",
+            input.sse_customer_algorithm.as_deref(),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value.and_then(|value| http::HeaderValue::from_str(value).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// The keys of a DeleteObjects batch that authorization took out, for the service to list in
+/// the response's `Errors`.
+#[derive(Debug, Clone, Default)]
+pub struct RefusedDeletes(pub Vec<RefusedDelete>);
+
+#[derive(Debug, Clone)]
+pub struct RefusedDelete {
+    pub key: String,
+    pub version_id: Option<String>,
+    pub message: String,
 }
 
 impl Access {
@@ -220,7 +320,12 @@ impl Access {
                 }
             });
         }
-        self.authorize(&ctx, request, &iam_action(operation), target)?;
+        // A batch delete and a form upload name their objects in the body: each is authorized
+        // on its own ARN once the body is parsed (SharedAccess::delete_objects / put_object),
+        // never on the bucket in their place.
+        if !matches!(operation, "DeleteObjects" | "PostObject") {
+            self.authorize(&ctx, request, &iam_action(operation), target)?;
+        }
         // A copy reads its source: that needs s3:GetObject there, under the source's policy.
         if matches!(operation, "CopyObject" | "UploadPartCopy") {
             let header = request

@@ -47,7 +47,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::access::client_context;
+use crate::access::{RefusedDeletes, client_context};
 use crate::blobs::BlobStore;
 use crate::bucket_policy;
 use crate::meta::{
@@ -418,7 +418,12 @@ impl S3 for ObjectService {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         self.bucket(&input.bucket)?;
-        if input.delete.objects.len() > 1000 {
+        let refused = req
+            .extensions
+            .get::<RefusedDeletes>()
+            .map(|refused| refused.0.clone())
+            .unwrap_or_default();
+        if input.delete.objects.len() + refused.len() > 1000 {
             return Err(s3_error!(
                 MalformedXML,
                 "at most 1000 keys may be deleted at once"
@@ -426,7 +431,15 @@ impl S3 for ObjectService {
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
-        let mut errors = Vec::new();
+        let mut errors: Vec<Error> = refused
+            .into_iter()
+            .map(|refused| Error {
+                code: Some("AccessDenied".into()),
+                key: Some(refused.key),
+                message: Some(refused.message),
+                version_id: refused.version_id,
+            })
+            .collect();
         for object in input.delete.objects {
             match tokio::task::block_in_place(|| {
                 self.index.delete_object(&input.bucket, &object.key)
