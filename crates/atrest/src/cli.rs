@@ -287,6 +287,12 @@ pub struct ServeArgs {
     /// key travels in a header; use it only on loopback or a trusted network.
     #[arg(long)]
     pub allow_sse_c_over_http: bool,
+    /// Accept S3 requests signed with Signature Version 2 headers (`Authorization: AWS
+    /// AKID:signature`), dated within 15 minutes. Off by default: SigV2 signs neither the body
+    /// nor most query parameters, so a captured request can be replayed with other ones.
+    /// SigV2 presigned URLs are accepted either way (expiring within 7 days).
+    #[arg(long)]
+    pub allow_sigv2: bool,
     /// A domain under which `BUCKET.DOMAIN` hosts address buckets (virtual-hosted style);
     /// repeatable. Other hosts, such as IP addresses, are path-style.
     #[arg(long = "s3-domain", default_value = "localhost")]

@@ -131,6 +131,7 @@ fn serve_opened(
         };
         let settings = atrest_s3::Settings {
             allow_sse_c_over_http: args.allow_sse_c_over_http,
+            allow_sigv2_headers: args.allow_sigv2,
         };
         let s3 = atrest_s3::embedded_service(Arc::clone(&kms), Arc::clone(&opened.database), &args.data.data_dir, settings, args.s3_domains.clone())
             .map_err(CliError::Config)?;

@@ -9,6 +9,13 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Checks an HMAC-SHA1 tag in constant time. Only for AWS Signature Version 2, which S3 still
+/// accepts from legacy clients; nothing new is made with SHA-1.
+pub fn hmac_sha1_verify(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+    hmac::verify(&key, message, tag).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     /// RFC 4231 test case 2.

@@ -24,7 +24,7 @@ impl BucketDomains {
     }
 
     /// The bucket a host names, if it names one.
-    fn bucket<'a>(&self, host: &'a str) -> Option<&'a str> {
+    pub(crate) fn bucket<'a>(&self, host: &'a str) -> Option<&'a str> {
         let name = match host.rsplit_once(':') {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,

@@ -25,6 +25,7 @@ pub mod host;
 pub mod meta;
 mod seal;
 pub mod service;
+pub mod signature_gate;
 pub mod sse;
 
 use std::path::Path;
@@ -36,6 +37,12 @@ pub use access::ClientInfo;
 pub use audit::{AuditSlot, S3Call};
 pub use service::Settings;
 
+/// The S3 API as the HTTP front serves it: the signature limits checked first, then s3s.
+pub struct EmbeddedS3 {
+    pub gate: signature_gate::SignatureGate,
+    pub service: s3s::service::S3Service,
+}
+
 /// Builds the s3s service over the embedded stores under `data_dir`; hosts under one of
 /// `domains` are virtual-hosted-style requests.
 pub fn embedded_service(
@@ -44,7 +51,7 @@ pub fn embedded_service(
     data_dir: &Path,
     settings: Settings,
     domains: Vec<String>,
-) -> Result<s3s::service::S3Service, String> {
+) -> Result<EmbeddedS3, String> {
     let index = meta::RedbIndex::open(database).map_err(|error| error.to_string())?;
     let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
         .map_err(|error| format!("opening the object store: {error}"))?;
@@ -54,6 +61,11 @@ pub fn embedded_service(
         tracing::info!(swept, "deleted blobs no object referred to");
     }
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
+    let gate = signature_gate::SignatureGate::new(
+        Arc::clone(&kms),
+        settings.allow_sigv2_headers,
+        host::BucketDomains::new(domains.clone()),
+    );
     let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);
     let domains = host::BucketDomains::new(domains);
@@ -66,5 +78,8 @@ pub fn embedded_service(
         Arc::clone(&index),
     ));
     builder.set_access(access::SharedAccess(access));
-    Ok(builder.build())
+    Ok(EmbeddedS3 {
+        gate,
+        service: builder.build(),
+    })
 }

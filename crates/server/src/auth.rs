@@ -110,13 +110,16 @@ impl HeaderSource for HttpHeaders<'_> {
     }
 }
 
-/// Authenticates `parts` + `body` for `service`, returning who sent it.
+/// Authenticates `parts` + `body` for `service`, returning who sent it. Each header in
+/// `must_sign` has to be among the signed ones: for KMS the `X-Amz-Target` that names the
+/// operation, or a signature over `host;x-amz-date` alone would serve any operation.
 pub fn authenticate(
     kms: &Kms,
     cache: &CredentialCache,
     parts: &Parts,
     body: &[u8],
     service: &str,
+    must_sign: &[&str],
 ) -> Result<Caller, AuthError> {
     let header = parts
         .headers
@@ -137,6 +140,16 @@ pub fn authenticate(
         now: now(),
     };
     sigv4::check_scope(&authorization, amz_date, &expect).map_err(map_sigv4)?;
+    for name in must_sign {
+        if !authorization
+            .signed_header_names()
+            .any(|signed| signed == *name)
+        {
+            return Err(AuthError::Incomplete(format!(
+                "'{name}' must be a signed header"
+            )));
+        }
+    }
     // Read before the store so a key change racing this request makes the entry stale.
     let generation = kms.credentials_generation();
     let (key, caller) = match cache.lookup(&authorization, generation) {

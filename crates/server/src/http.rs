@@ -118,14 +118,18 @@ async fn handle(
             ip: client.peer.ip(),
             secure: client.secure,
         });
-        let mut response = match s3.call(request).await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::error!(?error, "S3 request failed outside the service");
-                let mut response = Response::new(s3s::Body::empty());
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                response
-            }
+        let gate = s3.gate.check(&parts.method, &parts.uri, &parts.headers);
+        let mut response = match gate {
+            Err(refusal) => s3_refusal(&refusal, &request_id),
+            Ok(()) => match s3.service.call(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    tracing::error!(?error, "S3 request failed outside the service");
+                    let mut response = Response::new(s3s::Body::empty());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                }
+            },
         };
         if let Ok(value) = request_id.parse() {
             response.headers_mut().insert("x-amz-request-id", value);
@@ -205,7 +209,14 @@ async fn kms_request(
     }
     let recording = record.is_some();
     let run = || -> (Result<Vec<u8>, WireError>, Option<RequestContext>) {
-        let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, "kms") {
+        let caller = match authenticate(
+            &state.kms,
+            &state.credentials,
+            &parts,
+            &body,
+            "kms",
+            &["x-amz-target"],
+        ) {
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
@@ -288,7 +299,8 @@ async fn query_request(
             }
             None => return (Err(AuthError::Missing.into()), None),
         };
-        let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, service) {
+        let caller = match authenticate(&state.kms, &state.credentials, &parts, &body, service, &[])
+        {
             Ok(caller) => caller,
             Err(error) => return (Err(error.into()), None),
         };
@@ -388,6 +400,21 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(kms::CONTENT_TYPE),
+    );
+    response
+}
+
+/// An S3 request the signature gate refused, in S3's XML error shape.
+fn s3_refusal(
+    refusal: &atrest_s3::signature_gate::Refusal,
+    request_id: &str,
+) -> Response<s3s::Body> {
+    let mut response = Response::new(s3s::Body::from(refusal.body(request_id)));
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
     );
     response
 }

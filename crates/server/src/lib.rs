@@ -29,7 +29,7 @@ pub struct AppState {
     audit: Option<AuditLog>,
     credentials: auth::CredentialCache,
     /// The S3 API; `None` serves S3 clients a NotImplemented error.
-    s3: Option<s3s::service::S3Service>,
+    s3: Option<atrest_s3::EmbeddedS3>,
     /// The EC2 volume API; `None` answers EC2 clients InvalidAction.
     volumes: Option<Arc<atrest_volume::Volumes>>,
 }
@@ -54,8 +54,8 @@ impl AppState {
     }
 
     /// Serves the S3 API with `service`.
-    pub fn with_s3(mut self, service: s3s::service::S3Service) -> Self {
-        self.s3 = Some(service);
+    pub fn with_s3(mut self, s3: atrest_s3::EmbeddedS3) -> Self {
+        self.s3 = Some(s3);
         self
     }
 }

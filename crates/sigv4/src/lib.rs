@@ -12,7 +12,7 @@ use aws_lc_rs::{digest, hmac};
 use subtle::ConstantTimeEq;
 
 pub use canonical::UriEncoding;
-pub use time::{format_amz_date, format_iso8601, parse_amz_date};
+pub use time::{format_amz_date, format_iso8601, parse_amz_date, parse_http_date};
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Requests signed further than this from the server's clock are refused (AWS: 5 minutes).

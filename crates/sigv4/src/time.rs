@@ -49,6 +49,40 @@ pub fn format_iso8601(unix_seconds: i64) -> String {
     )
 }
 
+/// Parses an HTTP date in RFC 9110's preferred IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37
+/// GMT`), which SigV2 clients send in `Date` or `x-amz-date`; `None` otherwise.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let mut fields = text.split(' ');
+    let (_weekday, day, month, year, clock, zone) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    if fields.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|name| *name == month)? as i64 + 1;
+    let number = |text: &str| text.parse::<u32>().ok().map(i64::from);
+    let (day, year) = (number(day)?, number(year)?);
+    let mut clock = clock.split(':');
+    let (hour, minute, second) = (
+        number(clock.next()?)?,
+        number(clock.next()?)?,
+        number(clock.next()?)?,
+    );
+    if clock.next().is_some() || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
@@ -92,5 +126,21 @@ mod tests {
         assert_eq!(format_iso8601(1_440_938_160), "2015-08-30T12:36:00Z");
         assert_eq!(parse_amz_date("20151330T123600Z"), None);
         assert_eq!(parse_amz_date("2015-08-30T12:36"), None);
+    }
+
+    #[test]
+    fn http_dates_in_imf_fixdate_form() {
+        assert_eq!(
+            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            Some(1_440_938_160)
+        );
+        assert_eq!(
+            parse_http_date("Sat, 01 Jan 2000 00:00:00 GMT"),
+            Some(946_684_800)
+        );
+        assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36:00 UTC"), None);
+        assert_eq!(parse_http_date("Sun, 30 Foo 2015 12:36:00 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36 GMT"), None);
+        assert_eq!(parse_http_date("20150830T123600Z"), None);
     }
 }

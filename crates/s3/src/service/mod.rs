@@ -67,6 +67,8 @@ const METADATA_INFO: &[u8] = b"atrest s3 user metadata v1";
 pub struct Settings {
     /// Accept SSE-C over plain HTTP (tests and trusted networks only).
     pub allow_sse_c_over_http: bool,
+    /// Accept SigV2 header authentication (legacy clients; see `signature_gate`).
+    pub allow_sigv2_headers: bool,
 }
 
 pub struct ObjectService {
