@@ -17,6 +17,7 @@ use atrest_policy::{Context, Policy};
 
 use crate::audit::AuditSlot;
 use crate::bucket_policy;
+use crate::form::FormCaller;
 use crate::meta::{ObjectIndex, UploadRecord};
 
 /// What the HTTP front knows about the connection; it puts this in the request's extensions.
@@ -132,9 +133,13 @@ pub struct SharedAccess(pub Arc<Access>);
 #[async_trait::async_trait]
 impl S3Access for SharedAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // A form upload reaches s3s as an unsigned PutObject: the form reader in front of it
+        // verified the policy's signature and names the access key that made it.
+        let form_caller = cx.extensions_mut().get::<FormCaller>().cloned();
         let access_key = cx
             .credentials()
-            .map(|credentials| credentials.access_key.clone());
+            .map(|credentials| credentials.access_key.clone())
+            .or_else(|| form_caller.as_ref().map(|form| form.access_key.clone()));
         let client = cx.extensions_mut().get::<ClientInfo>().cloned();
         let slot = cx.extensions_mut().get::<AuditSlot>().cloned();
         let operation = cx.s3_op().name();
@@ -148,9 +153,17 @@ impl S3Access for SharedAccess {
             headers: cx.headers(),
             query: cx.uri().query(),
         };
-        let caller = self
-            .0
-            .check_request(access_key.as_deref(), client, slot, &request, target)?;
+        let checked = self.0.check_request(
+            access_key.as_deref(),
+            client,
+            slot.clone(),
+            &request,
+            target,
+        );
+        if let (Some(_), Some(slot)) = (&form_caller, &slot) {
+            slot.record(|call| call.operation = Some("PostObject".to_owned()));
+        }
+        let caller = checked?;
         let form_upload = operation == "PostObject";
         cx.extensions_mut().insert(Authenticated(caller));
         if form_upload {

@@ -20,7 +20,9 @@ pub mod audit;
 pub mod blobs;
 pub mod bucket_keys;
 pub mod bucket_policy;
+pub mod chunk_guard;
 pub mod encryption_config;
+pub mod form;
 pub mod host;
 pub mod meta;
 mod seal;
@@ -40,6 +42,7 @@ pub use service::Settings;
 /// The S3 API as the HTTP front serves it: the signature limits checked first, then s3s.
 pub struct EmbeddedS3 {
     pub gate: signature_gate::SignatureGate,
+    pub forms: form::FormUploads,
     pub service: s3s::service::S3Service,
 }
 
@@ -61,15 +64,16 @@ pub fn embedded_service(
         tracing::info!(swept, "deleted blobs no object referred to");
     }
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
+    let domains = host::BucketDomains::new(domains);
     let gate = signature_gate::SignatureGate::new(
         Arc::clone(&kms),
         settings.allow_sigv2_headers,
-        host::BucketDomains::new(domains.clone()),
+        domains.clone(),
     );
     let service = service::ObjectService::new(Arc::clone(&index), Arc::new(blobs), keys, settings);
     let mut builder = s3s::service::S3ServiceBuilder::new(service);
-    let domains = host::BucketDomains::new(domains);
     let access = Arc::new(access::Access::new(kms.clone(), Arc::clone(&index)));
+    let forms_domains = domains.clone();
     builder.set_host(domains.clone());
     builder.set_auth(access::Auth::new(Arc::clone(&kms)));
     builder.set_route(encryption_config::EncryptionConfigRoute::new(
@@ -80,6 +84,7 @@ pub fn embedded_service(
     builder.set_access(access::SharedAccess(access));
     Ok(EmbeddedS3 {
         gate,
+        forms: form::FormUploads::new(Arc::clone(&kms), forms_domains),
         service: builder.build(),
     })
 }

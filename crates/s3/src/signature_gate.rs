@@ -263,7 +263,7 @@ fn check_presigned_v4(params: &QueryParams, rules: &Rules<'_>) -> Result<(), Ref
 }
 
 /// `AKID/DATE/REGION/SERVICE/aws4_request`: the region must be this server's, the service s3.
-fn check_scope(credential: &str, rules: &Rules<'_>) -> Result<(), String> {
+pub(crate) fn check_scope(credential: &str, rules: &Rules<'_>) -> Result<(), String> {
     let mut fields = credential.rsplitn(5, '/');
     let (terminator, service, region) = (fields.next(), fields.next(), fields.next());
     let (Some(terminator), Some(service), Some(region), Some(_date), Some(_key)) =

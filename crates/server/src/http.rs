@@ -111,26 +111,8 @@ async fn handle(
                 .get(hyper::header::CONTENT_LENGTH)
                 .is_some_and(|length| length.as_bytes() != b"0");
         let (parts, body) = request.into_parts();
-        let mut request = Request::from_parts(parts.clone(), s3s::Body::from(body));
         let slot = atrest_s3::AuditSlot::default();
-        request.extensions_mut().insert(slot.clone());
-        request.extensions_mut().insert(atrest_s3::ClientInfo {
-            ip: client.peer.ip(),
-            secure: client.secure,
-        });
-        let gate = s3.gate.check(&parts.method, &parts.uri, &parts.headers);
-        let mut response = match gate {
-            Err(refusal) => s3_refusal(&refusal, &request_id),
-            Ok(()) => match s3.service.call(request).await {
-                Ok(response) => response,
-                Err(error) => {
-                    tracing::error!(?error, "S3 request failed outside the service");
-                    let mut response = Response::new(s3s::Body::empty());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                }
-            },
-        };
+        let mut response = s3_call(s3, client, &parts, body, &slot, &request_id).await;
         if let Ok(value) = request_id.parse() {
             response.headers_mut().insert("x-amz-request-id", value);
         }
@@ -404,19 +386,64 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     response
 }
 
-/// An S3 request the signature gate refused, in S3's XML error shape.
-fn s3_refusal(
-    refusal: &atrest_s3::signature_gate::Refusal,
+/// Runs one S3 request: a form upload through the streaming form reader, anything else
+/// through the signature gate; then s3s.
+async fn s3_call(
+    s3: &atrest_s3::EmbeddedS3,
+    client: Client,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    slot: &atrest_s3::AuditSlot,
     request_id: &str,
 ) -> Response<s3s::Body> {
-    let mut response = Response::new(s3s::Body::from(refusal.body(request_id)));
-    *response.status_mut() =
-        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/xml"),
-    );
-    response
+    let (mut request, responder) = if atrest_s3::form::is_form_upload(&parts.method, &parts.headers)
+    {
+        match s3.forms.prepare(parts, body.into_data_stream()).await {
+            Ok(upload) => (upload.request, Some(upload.responder)),
+            Err(refusal) => return atrest_s3::form::refusal_response(&refusal, request_id),
+        }
+    } else {
+        if let Err(refusal) = s3.gate.check(&parts.method, &parts.uri, &parts.headers) {
+            return atrest_s3::form::refusal_response(&refusal, request_id);
+        }
+        (
+            Request::from_parts(parts.clone(), s3_body(parts, body)),
+            None,
+        )
+    };
+    request.extensions_mut().insert(slot.clone());
+    request.extensions_mut().insert(atrest_s3::ClientInfo {
+        ip: client.peer.ip(),
+        secure: client.secure,
+    });
+    let response = match s3.service.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(?error, "S3 request failed outside the service");
+            let mut response = Response::new(s3s::Body::empty());
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    };
+    match responder {
+        Some(responder) => responder.respond(response, request_id),
+        None => response,
+    }
+}
+
+/// An S3 request's body for s3s; an aws-chunked one goes through the chunk-size guard, so no
+/// chunk larger than `chunk_guard::MAX_CHUNK_SIZE` is buffered for its signature check.
+fn s3_body(parts: &hyper::http::request::Parts, body: Incoming) -> s3s::Body {
+    if !atrest_s3::chunk_guard::is_aws_chunked(&parts.headers) {
+        return s3s::Body::from(body);
+    }
+    let length = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok());
+    let guarded = atrest_s3::chunk_guard::GuardedBody::new(body.into_data_stream(), length);
+    s3s::Body::from(Box::pin(guarded) as s3s::stream::DynByteStream)
 }
 
 /// S3 arrives with the object-storage issue; until then S3 clients get S3's own error shape.

@@ -237,6 +237,17 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// Checks a hex signature over `string_to_sign` itself, in constant time: a browser form
+/// upload (POST object) signs its base64 policy document this way (AWS S3 API reference,
+/// "Calculating a signature" for POST policies).
+pub fn verify_string(key: &SigningKey, string_to_sign: &[u8], signature_hex: &str) -> bool {
+    let mut signature = [0u8; 32];
+    if hex::decode_to_slice(signature_hex, &mut signature).is_err() {
+        return false;
+    }
+    hmac::verify(&key.0, string_to_sign, &signature).is_ok()
+}
+
 /// Recomputes the signature with `secret` and compares it in constant time.
 pub fn verify(
     request: &RequestParts<'_>,
