@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(&header.to_bytes()[..], &data[..HEADER_LEN]);
-    let key = SegmentKey::derive(&SecretKey32::from_bytes([7; 32]), &header);
+    let key = SegmentKey::derive(&SecretKey32::from_bytes([7; 32]), &header, b"binding");
     let body = &data[HEADER_LEN..];
     let layout = Layout::new(body.len() as u64);
     for (index, chunk) in body.chunks(SEALED_SEGMENT_SIZE).enumerate() {

@@ -4,7 +4,7 @@ attacker would, with boto3 and raw HTTP against the real server."""
 import json
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 
 from conftest import error_code
 
@@ -129,3 +129,63 @@ def test_a_form_upload_is_authorized_as_a_put_of_its_object(s3_server):
         assert status == 204, body
     assert keys_of(root, "inbox") == ["open/kms.txt", "open/x.txt"]
     assert root.head_object(Bucket="inbox", Key="open/kms.txt")["ServerSideEncryption"] == "aws:kms"
+
+
+def blob_files(server):
+    root = server.dir / "objects"
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.parent.name != "tmp")
+
+
+def swap(first, second):
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+
+
+def test_stored_parts_are_bound_to_their_object_and_place(s3_server):
+    s3 = s3_server.client("s3")
+    s3.create_bucket(Bucket="bound")
+    part = 5 * 1024 * 1024
+    upload = s3.create_multipart_upload(Bucket="bound", Key="three-parts")["UploadId"]
+    etags = []
+    for number, fill in [(1, b"1"), (2, b"2"), (3, b"3")]:
+        etags.append(s3.upload_part(Bucket="bound", Key="three-parts", UploadId=upload, PartNumber=number,
+                                    Body=fill * part)["ETag"])
+    s3.complete_multipart_upload(Bucket="bound", Key="three-parts", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]})
+    body = s3.get_object(Bucket="bound", Key="three-parts")["Body"].read()
+    assert body == b"1" * part + b"2" * part + b"3" * part
+    files = blob_files(s3_server)
+    assert len(files) == 3 and len({f.stat().st_size for f in files}) == 1
+    # Any two parts swapped on disk (same size, same data key): the object no longer reads.
+    # A part that fails before the response starts answers 500 ObjectIntegrityError; one that
+    # fails after earlier parts were sent cuts the response short (the status is gone by then).
+    swap(files[0], files[2])
+    with pytest.raises((ClientError, ResponseStreamingError)) as excinfo:
+        s3.get_object(Bucket="bound", Key="three-parts")["Body"].read()
+    if isinstance(excinfo.value, ClientError):
+        assert error_code(excinfo) == "ObjectIntegrityError"
+    failed = 0
+    for number in (1, 2, 3):
+        try:
+            got = s3.get_object(Bucket="bound", Key="three-parts", PartNumber=number)["Body"].read()
+            assert got == str(number).encode() * part, number
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ObjectIntegrityError", number
+            failed += 1
+    assert failed == 2
+    swap(files[0], files[2])
+    assert s3.get_object(Bucket="bound", Key="three-parts")["Body"].read() == body
+    # A stream transplanted from another object of the same size does not read either.
+    s3.put_object(Bucket="bound", Key="a", Body=b"A" * 1000)
+    s3.put_object(Bucket="bound", Key="b", Body=b"B" * 1000)
+    small = [f for f in blob_files(s3_server) if f not in files]
+    assert len(small) == 2
+    small[0].write_bytes(small[1].read_bytes())
+    outcomes = []
+    for key in ("a", "b"):
+        try:
+            outcomes.append(s3.get_object(Bucket="bound", Key=key)["Body"].read())
+        except ClientError as error:
+            outcomes.append(error.response["Error"]["Code"])
+    assert outcomes.count("ObjectIntegrityError") == 1 and (b"A" * 1000 in outcomes or b"B" * 1000 in outcomes), outcomes

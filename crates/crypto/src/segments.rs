@@ -5,15 +5,21 @@
 //! A sealed stream (one object, or one part of a multipart object) is FROZEN as:
 //!
 //! ```text
-//! header (40 bytes):  magic "ATOB" | version 0x01 | log2(segment size) 0x10 | 0x00 0x00 | salt (32)
+//! header (40 bytes):  magic "ATOB" | version 0x01 or 0x02 | log2(segment size) 0x10 | 0x00 0x00 | salt (32)
 //! segment 0:          AES-256-GCM(segment key, nonce(0, last?), plaintext[0 .. 64 KiB]) || tag (16)
 //! segment 1:          ...
 //! last segment:       1 ..= 64 KiB of plaintext (0 only for an empty stream) || tag (16)
 //! ```
 //!
 //! - The segment key is HKDF-SHA256 (RFC 5869) of the caller's 256-bit data key, with the
-//!   header's random salt and the info `"atrest segments v1"`: every stream gets a fresh key even
-//!   when a data key is reused (re-uploaded parts of one multipart upload share a data key).
+//!   header's random salt and the info `"atrest segments v1"` (version 1) or `"atrest segments
+//!   v2"` (version 2): every stream gets a fresh key even when a data key is reused (the parts
+//!   of one multipart upload share a data key).
+//! - Version 2 binds the stream to its place: every segment is sealed with the caller's
+//!   *binding* as AES-GCM associated data (for S3: bucket, key, upload id and part number), so a
+//!   stream moved to another place (parts swapped within an object, or a stream transplanted
+//!   from another object under the same data key) fails authentication. Version 1 streams,
+//!   written before, have no binding and stay readable; new streams are always version 2.
 //! - The nonce of segment `i` is `i` as an 88-bit big-endian counter followed by one flag byte,
 //!   `0x01` on the last segment and `0x00` otherwise. Reordered or swapped segments fail
 //!   authentication; a truncated stream fails because no remaining segment carries the last
@@ -32,8 +38,11 @@ const SEGMENT_SHIFT: u8 = 16;
 pub const SEALED_SEGMENT_SIZE: usize = SEGMENT_SIZE + TAG_LEN;
 pub const HEADER_LEN: usize = 40;
 const MAGIC: &[u8; 4] = b"ATOB";
-const VERSION: u8 = 1;
-const KDF_INFO: &[u8] = b"atrest segments v1";
+/// DO NOT CHANGE: the versions and their key-derivation labels are part of stored data.
+const UNBOUND: u8 = 1;
+const BOUND: u8 = 2;
+const KDF_INFO_UNBOUND: &[u8] = b"atrest segments v1";
+const KDF_INFO_BOUND: &[u8] = b"atrest segments v2";
 
 /// The header could not be read as a version this build knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,24 +57,26 @@ pub enum HeaderError {
     UnsupportedSegmentSize(u8),
 }
 
-/// The per-stream header: everything but the data key needed to open the stream.
+/// The per-stream header: everything but the data key (and the binding) needed to open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamHeader {
+    /// Whether segments carry the stream's binding as associated data (version 2).
+    pub bound: bool,
     pub salt: [u8; 32],
 }
 
 impl StreamHeader {
-    /// A header with a fresh random salt, for a new stream.
+    /// A version 2 header with a fresh random salt, for a new stream.
     pub fn random() -> Self {
         let mut salt = [0u8; 32];
         crate::random::fill(&mut salt);
-        Self { salt }
+        Self { bound: true, salt }
     }
 
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[..4].copy_from_slice(MAGIC);
-        out[4] = VERSION;
+        out[4] = if self.bound { BOUND } else { UNBOUND };
         out[5] = SEGMENT_SHIFT;
         out[8..].copy_from_slice(&self.salt);
         out
@@ -78,35 +89,51 @@ impl StreamHeader {
         if &header[..4] != MAGIC {
             return Err(HeaderError::BadMagic);
         }
-        if header[4] != VERSION {
-            return Err(HeaderError::UnsupportedVersion(header[4]));
-        }
+        let bound = match header[4] {
+            UNBOUND => false,
+            BOUND => true,
+            other => return Err(HeaderError::UnsupportedVersion(other)),
+        };
         if header[5] != SEGMENT_SHIFT || header[6..8] != [0, 0] {
             return Err(HeaderError::UnsupportedSegmentSize(header[5]));
         }
         let mut salt = [0u8; 32];
         salt.copy_from_slice(&header[8..]);
-        Ok(Self { salt })
+        Ok(Self { bound, salt })
     }
 }
 
-/// The AES-256-GCM key of one stream, derived from a data key and the stream's header.
-pub struct SegmentKey(LessSafeKey);
+/// The AES-256-GCM key of one stream, derived from a data key and the stream's header, with
+/// the binding its segments are sealed under.
+pub struct SegmentKey {
+    key: LessSafeKey,
+    binding: Vec<u8>,
+}
 
 impl SegmentKey {
-    pub fn derive(data_key: &SecretKey32, header: &StreamHeader) -> Self {
-        let derived = crate::kdf::derive_key32(data_key.expose(), &header.salt, KDF_INFO);
+    /// `binding` names the stream's place; a version 1 (unbound) header ignores it, as such
+    /// streams were sealed without one.
+    pub fn derive(data_key: &SecretKey32, header: &StreamHeader, binding: &[u8]) -> Self {
+        let (info, binding) = if header.bound {
+            (KDF_INFO_BOUND, binding.to_vec())
+        } else {
+            (KDF_INFO_UNBOUND, Vec::new())
+        };
+        let derived = crate::kdf::derive_key32(data_key.expose(), &header.salt, info);
         #[allow(clippy::expect_used)] // AES_256_GCM accepts every 32-byte key.
         let key = UnboundKey::new(&AES_256_GCM, derived.expose()).expect("32-byte AES key");
-        Self(LessSafeKey::new(key))
+        Self {
+            key: LessSafeKey::new(key),
+            binding,
+        }
     }
 
     /// Encrypts `segment` (at most [`SEGMENT_SIZE`] bytes) in place and appends its tag.
     pub fn seal_in_place(&self, index: u64, last: bool, segment: &mut Vec<u8>) {
         debug_assert!(segment.len() <= SEGMENT_SIZE);
         #[allow(clippy::expect_used)] // only fails for inputs over 64 GiB.
-        self.0
-            .seal_in_place_append_tag(nonce(index, last), Aad::empty(), segment)
+        self.key
+            .seal_in_place_append_tag(nonce(index, last), Aad::from(&self.binding[..]), segment)
             .expect("AES-GCM seal");
     }
 
@@ -120,8 +147,8 @@ impl SegmentKey {
         if sealed.len() < TAG_LEN || sealed.len() > SEALED_SEGMENT_SIZE {
             return Err(OpenError);
         }
-        self.0
-            .open_in_place(nonce(index, last), Aad::empty(), sealed)
+        self.key
+            .open_in_place(nonce(index, last), Aad::from(&self.binding[..]), sealed)
             .map_err(|_| OpenError)
     }
 }
@@ -211,7 +238,7 @@ mod tests {
     fn round_trips_at_segment_boundaries() {
         let data_key = crate::random::key32();
         let header = StreamHeader::random();
-        let key = SegmentKey::derive(&data_key, &header);
+        let key = SegmentKey::derive(&data_key, &header, b"place");
         for len in [
             0,
             1,
@@ -236,7 +263,7 @@ mod tests {
     #[test]
     fn detects_truncation_reordering_and_swaps() {
         let data_key = crate::random::key32();
-        let key = SegmentKey::derive(&data_key, &StreamHeader::random());
+        let key = SegmentKey::derive(&data_key, &StreamHeader::random(), b"place");
         let plaintext = vec![7u8; 3 * SEGMENT_SIZE];
         // Truncated: dropping the last segment leaves no segment with the last flag.
         let mut truncated = seal_all(&key, &plaintext);
@@ -247,7 +274,7 @@ mod tests {
         reordered.swap(0, 1);
         assert_eq!(open_all(&key, &mut reordered), Err(OpenError));
         // A segment from another stream under the same data key (different salt).
-        let other = SegmentKey::derive(&data_key, &StreamHeader::random());
+        let other = SegmentKey::derive(&data_key, &StreamHeader::random(), b"place");
         let mut swapped = seal_all(&key, &plaintext);
         swapped[1] = seal_all(&other, &plaintext).remove(1);
         assert_eq!(open_all(&key, &mut swapped), Err(OpenError));
@@ -263,11 +290,16 @@ mod tests {
         let bytes = header.to_bytes();
         assert_eq!(StreamHeader::parse(&bytes).unwrap(), header);
         let mut bad = bytes;
-        bad[4] = 2;
+        bad[4] = 3;
         assert_eq!(
             StreamHeader::parse(&bad),
-            Err(HeaderError::UnsupportedVersion(2))
+            Err(HeaderError::UnsupportedVersion(3))
         );
+        let mut unbound = bytes;
+        unbound[4] = 1;
+        let parsed = StreamHeader::parse(&unbound).unwrap();
+        assert!(!parsed.bound);
+        assert_eq!(parsed.to_bytes(), unbound);
         assert_eq!(
             StreamHeader::parse(&bytes[..10]),
             Err(HeaderError::Truncated(10))
@@ -275,5 +307,43 @@ mod tests {
         let mut magic = bytes;
         magic[0] = b'X';
         assert_eq!(StreamHeader::parse(&magic), Err(HeaderError::BadMagic));
+    }
+
+    #[test]
+    fn a_bound_stream_opens_only_in_its_place() {
+        let data_key = SecretKey32::from_bytes([3; 32]);
+        let header = StreamHeader::random();
+        let plaintext = vec![9u8; SEGMENT_SIZE + 10];
+        let mut sealed = seal_all(
+            &SegmentKey::derive(&data_key, &header, b"part 1"),
+            &plaintext,
+        );
+        let elsewhere = SegmentKey::derive(&data_key, &header, b"part 3");
+        assert!(open_all(&elsewhere, &mut sealed.clone()).is_err());
+        let here = SegmentKey::derive(&data_key, &header, b"part 1");
+        assert_eq!(open_all(&here, &mut sealed).unwrap(), plaintext);
+    }
+
+    /// A version 1 stream (sealed before bindings, without associated data) stays readable,
+    /// whatever binding the reader names; relabelling it version 2 does not open it.
+    #[test]
+    fn unbound_version_1_streams_still_open() {
+        let data_key = SecretKey32::from_bytes([4; 32]);
+        let mut header = StreamHeader::random();
+        header.bound = false;
+        let derived = crate::kdf::derive_key32(data_key.expose(), &header.salt, KDF_INFO_UNBOUND);
+        let legacy = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, derived.expose()).unwrap());
+        let mut segment = b"written by an older atrest".to_vec();
+        legacy
+            .seal_in_place_append_tag(nonce(0, true), Aad::empty(), &mut segment)
+            .unwrap();
+        let key = SegmentKey::derive(&data_key, &header, b"ignored");
+        assert_eq!(
+            key.open_in_place(0, true, &mut segment.clone()).unwrap(),
+            b"written by an older atrest"
+        );
+        header.bound = true;
+        let relabelled = SegmentKey::derive(&data_key, &header, b"");
+        assert!(relabelled.open_in_place(0, true, &mut segment).is_err());
     }
 }

@@ -254,11 +254,13 @@ mod tests {
             streams: vec![StreamRecord {
                 blob: kept.clone(),
                 size: 10,
+                part: Some(1),
             }],
             multipart: false,
             headers: ContentHeaders::default(),
             sealed_metadata: Vec::new(),
             checksums: BTreeMap::new(),
+            upload_id: None,
         };
         index.put_object("bucket", "key", &record).unwrap().unwrap();
         assert_eq!(sweep_orphans(&index, &store).unwrap(), 1);

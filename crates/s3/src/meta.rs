@@ -109,6 +109,10 @@ pub struct StreamRecord {
     pub blob: String,
     /// Plaintext bytes.
     pub size: u64,
+    /// The part number the stream's segments are bound to (segment format v2: 1 for a single
+    /// PUT). `None`: written before bindings, an unbound (v1) stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +131,9 @@ pub struct ObjectRecord {
     pub sealed_metadata: Vec<u8>,
     #[serde(default)]
     pub checksums: BTreeMap<String, String>,
+    /// The multipart upload the object's parts were sealed in (their binding names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
 }
 
 /// Standard headers stored in the clear, as AWS does (they describe how to serve the bytes).

@@ -17,6 +17,37 @@ use crate::blobs::{BlobReader, BlobStore};
 use crate::meta::StreamRecord;
 use crate::sse::integrity_error;
 
+/// Where a stream belongs: the object, and the multipart upload its parts were sealed in. Its
+/// segments are sealed with this place (and the part number) as associated data, so a stored
+/// stream that is swapped, reordered or moved to another object no longer opens.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub upload_id: Option<&'a str>,
+}
+
+impl Place<'_> {
+    /// FROZEN (stored data depends on it): `"atrest s3 stream place v1"`, then the bucket, the
+    /// key and the upload id (empty for a single PUT) each as a 32-bit big-endian length and
+    /// its bytes, then the part number as 32-bit big-endian.
+    pub fn binding(&self, part: u32) -> Vec<u8> {
+        const LABEL: &[u8] = b"atrest s3 stream place v1";
+        let upload = self.upload_id.unwrap_or_default();
+        let mut out = Vec::with_capacity(
+            LABEL.len() + 16 + self.bucket.len() + self.key.len() + upload.len(),
+        );
+        out.extend_from_slice(LABEL);
+        for field in [self.bucket, self.key, upload] {
+            // Bucket names, keys (1 KiB) and upload ids are far below 4 GiB.
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out.extend_from_slice(&part.to_be_bytes());
+        out
+    }
+}
+
 /// What sealing a body produced.
 pub struct SealedBody {
     pub stream: StreamRecord,
@@ -24,15 +55,17 @@ pub struct SealedBody {
     pub checksum: s3s::dto::Checksum,
 }
 
-/// Seals `body` into a new blob under `data_key`, hashing the plaintext on the way.
+/// Seals `body` into a new blob under `data_key`, bound to `place` as part `part`, hashing
+/// the plaintext on the way.
 pub async fn seal_body(
     blobs: &dyn BlobStore,
     data_key: &SecretKey32,
     body: StreamingBlob,
     mut checksums: ChecksumHasher,
+    (place, part): (Place<'_>, u32),
 ) -> S3Result<SealedBody> {
     let header = StreamHeader::random();
-    let key = SegmentKey::derive(data_key, &header);
+    let key = SegmentKey::derive(data_key, &header, &place.binding(part));
     let mut writer = blobs.create().map_err(io_error)?;
     writer.write(&header.to_bytes()).map_err(io_error)?;
     let mut md5 = Md5::new();
@@ -65,7 +98,11 @@ pub async fn seal_body(
     writer.write(&segment).map_err(io_error)?;
     let blob = tokio::task::block_in_place(|| writer.commit()).map_err(io_error)?;
     Ok(SealedBody {
-        stream: StreamRecord { blob, size },
+        stream: StreamRecord {
+            blob,
+            size,
+            part: Some(part),
+        },
         md5: md5.finalize(),
         checksum: checksums.finalize(),
     })
@@ -79,10 +116,12 @@ pub struct OpenStream {
 }
 
 impl OpenStream {
+    /// Opens `record`, a stream of the object at `place`.
     pub fn open(
         blobs: &dyn BlobStore,
         record: &StreamRecord,
         data_key: &SecretKey32,
+        place: Place<'_>,
     ) -> S3Result<Self> {
         let reader = blobs.open(&record.blob).map_err(io_error)?;
         let layout = Layout::new(record.size);
@@ -94,10 +133,17 @@ impl OpenStream {
         reader.read_exact_at(&mut header, 0).map_err(io_error)?;
         let header = StreamHeader::parse(&header)
             .map_err(|_| integrity_error("a stored object stream header"))?;
+        // The record says whether the stream was sealed bound; a header that disagrees was
+        // swapped or edited.
+        let binding = match record.part {
+            Some(part) if header.bound => place.binding(part),
+            None if !header.bound => Vec::new(),
+            _ => return Err(integrity_error("a stored object stream header")),
+        };
         Ok(Self {
             reader,
             layout,
-            key: SegmentKey::derive(data_key, &header),
+            key: SegmentKey::derive(data_key, &header, &binding),
         })
     }
 

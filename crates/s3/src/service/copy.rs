@@ -17,7 +17,7 @@ use super::{
 };
 use crate::access::client_context;
 use crate::meta::{ContentHeaders, ObjectRecord, PartRecord};
-use crate::seal::read_range;
+use crate::seal::{Place, read_range};
 
 /// An opened copy source.
 struct Source {
@@ -109,9 +109,15 @@ impl ObjectService {
         ))
     }
 
-    /// The plaintext of `range` of the source, as a stream that decrypts as it is read.
-    fn source_body(&self, source: &Source, range: Range<u64>) -> S3Result<StreamingBlob> {
-        let streams = self.open_streams(&source.record.streams, &source.data_key)?;
+    /// The plaintext of `range` of the source (object `key` in `bucket`), as a stream that
+    /// decrypts as it is read.
+    fn source_body(
+        &self,
+        source: &Source,
+        (bucket, key): (&str, &str),
+        range: Range<u64>,
+    ) -> S3Result<StreamingBlob> {
+        let streams = self.open_streams(&source.record, (bucket, key), &source.data_key)?;
         Ok(StreamingBlob::wrap(read_range(streams, range)?))
     }
 
@@ -141,9 +147,23 @@ impl ObjectService {
         let requested = self.resolve_sse(&headers, &destination, &ctx)?;
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self.keys.create(&requested, &ctx, &arn)?;
-        let body = self.source_body(&source, 0..source.record.size)?;
+        let body = self.source_body(
+            &source,
+            (&source_bucket, &source_key),
+            0..source.record.size,
+        )?;
+        let place = Place {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: None,
+        };
         let sealed = self
-            .seal(&data_key.key, Some(body), ChecksumHasher::default())
+            .seal(
+                &data_key.key,
+                Some(body),
+                ChecksumHasher::default(),
+                (place, 1),
+            )
             .await?;
         let (metadata, content) = if replace {
             (
@@ -171,6 +191,7 @@ impl ObjectService {
             headers: content,
             sealed_metadata: seal_metadata(&data_key.key, &arn, metadata.as_ref()),
             checksums: BTreeMap::new(),
+            upload_id: None,
         };
         self.store_object(&input.bucket, &input.key, &record)?;
         let sse = SseFields::of(&record.key, customer_md5(&requested));
@@ -198,7 +219,7 @@ impl ObjectService {
         let input = req.input;
         let number = super::part_number(input.part_number)?;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
-        let (_, _, source) = open_copy_source!(self, input, &ctx)?;
+        let (source_bucket, source_key, source) = open_copy_source!(self, input, &ctx)?;
         let range = match &input.copy_source_range {
             Some(text) => copy_source_range(text, source.record.size)?,
             None => 0..source.record.size,
@@ -208,9 +229,19 @@ impl ObjectService {
         let data_key = self
             .keys
             .open(&upload.data_key, &ctx, &arn, customer.as_ref())?;
-        let body = self.source_body(&source, range)?;
+        let body = self.source_body(&source, (&source_bucket, &source_key), range)?;
+        let place = Place {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: Some(&input.upload_id),
+        };
         let sealed = self
-            .seal(&data_key, Some(body), ChecksumHasher::default())
+            .seal(
+                &data_key,
+                Some(body),
+                ChecksumHasher::default(),
+                (place, number),
+            )
             .await?;
         let etag = object_etag(&upload.data_key, &sealed.md5);
         let last_modified = now();

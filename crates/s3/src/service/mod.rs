@@ -54,7 +54,7 @@ use crate::meta::{
     BucketDeletion, BucketEncryption, BucketRecord, ContentHeaders, KeyProtection, ObjectIndex,
     ObjectRecord, PartRecord, StreamRecord, UploadRecord,
 };
-use crate::seal::{OpenStream, SealedBody, md5_hex, read_range, seal_body};
+use crate::seal::{OpenStream, Place, SealedBody, md5_hex, read_range, seal_body};
 use crate::sse::{AES256, CustomerHeaders, CustomerKey, DataKeys, Requested, SseHeaders};
 
 /// AWS's multipart limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits").
@@ -160,25 +160,35 @@ impl ObjectService {
         Ok((data_key, metadata))
     }
 
+    /// Opens the streams of `record`, the object `key` in `bucket`.
     fn open_streams(
         &self,
-        streams: &[StreamRecord],
+        record: &ObjectRecord,
+        (bucket, key): (&str, &str),
         data_key: &SecretKey32,
     ) -> S3Result<Vec<OpenStream>> {
-        streams
+        let place = Place {
+            bucket,
+            key,
+            upload_id: record.upload_id.as_deref(),
+        };
+        record
+            .streams
             .iter()
-            .map(|stream| OpenStream::open(self.blobs.as_ref(), stream, data_key))
+            .map(|stream| OpenStream::open(self.blobs.as_ref(), stream, data_key, place))
             .collect()
     }
 
+    /// Seals `body` as part `part` of the object at `place` (part 1 of a single PUT).
     async fn seal(
         &self,
         data_key: &SecretKey32,
         body: Option<StreamingBlob>,
         checksums: ChecksumHasher,
+        place: (Place<'_>, u32),
     ) -> S3Result<SealedBody> {
         let body = body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
-        seal_body(self.blobs.as_ref(), data_key, body, checksums).await
+        seal_body(self.blobs.as_ref(), data_key, body, checksums, place).await
     }
 }
 
@@ -694,6 +704,7 @@ impl S3 for ObjectService {
             headers: upload.headers.clone(),
             sealed_metadata: upload.sealed_metadata.clone(),
             checksums: BTreeMap::new(),
+            upload_id: Some(input.upload_id.clone()),
         };
         let replaced = match tokio::task::block_in_place(|| {
             self.index.complete_upload(&input.upload_id, &record)
@@ -845,7 +856,7 @@ impl ObjectService {
             read_extent(&record, input.part_number, input.range.as_ref())?;
         let length = range.end - range.start;
         let body = if with_body {
-            let streams = self.open_streams(&record.streams, &data_key)?;
+            let streams = self.open_streams(&record, (&input.bucket, &input.key), &data_key)?;
             Some(StreamingBlob::wrap(read_range(streams, range)?))
         } else {
             None
@@ -929,7 +940,14 @@ impl ObjectService {
         let arn = object_arn(&input.bucket, &input.key);
         let data_key = self.keys.create(&requested, &ctx, &arn)?;
         let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
-        let sealed = self.seal(&data_key.key, body.take(), checksums).await?;
+        let place = Place {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: None,
+        };
+        let sealed = self
+            .seal(&data_key.key, body.take(), checksums, (place, 1))
+            .await?;
         if let Err(error) = verify_body(
             &sealed,
             input.content_md5.as_deref(),
@@ -957,6 +975,7 @@ impl ObjectService {
             },
             sealed_metadata: seal_metadata(&data_key.key, &arn, input.metadata.as_ref()),
             checksums: checksum_map(&sealed.checksum),
+            upload_id: None,
         };
         self.store_object(&input.bucket, &input.key, &record)?;
         let sse = SseFields::of(&record.key, customer_md5(&requested));
@@ -998,7 +1017,14 @@ impl ObjectService {
             .keys
             .open(&upload.data_key, &ctx, &arn, customer.as_ref())?;
         let checksums = checksum_hasher(input.checksum_algorithm.as_ref(), &input)?;
-        let sealed = self.seal(&data_key, body.take(), checksums).await?;
+        let place = Place {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: Some(&input.upload_id),
+        };
+        let sealed = self
+            .seal(&data_key, body.take(), checksums, (place, number))
+            .await?;
         if let Err(error) = verify_body(
             &sealed,
             input.content_md5.as_deref(),
