@@ -38,7 +38,9 @@ def self_signed_certificate(directory: Path):
 
 
 class Server:
-    def __init__(self, *extra_args, tls=False, env=None):
+    def __init__(self, *extra_args, tls=False, env=None, prefix=()):
+        """`prefix` runs the binary under another command, e.g. `prlimit --nofile=128`."""
+        self.prefix = list(prefix)
         self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.env = dict(env or {})
         self.port = free_port()
@@ -68,7 +70,7 @@ class Server:
         env.update(ATREST_ROOT_ACCESS_KEY_ID=ROOT_ACCESS_KEY, ATREST_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET)
         env.update(self.env)
         self.process = subprocess.Popen(
-            [str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
+            [*self.prefix, str(BINARY), "serve", "--data-dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}", *extra_args],
             env=env,
             stdout=self.log,

@@ -283,6 +283,31 @@ pub struct ServeArgs {
     /// Seconds between checks for due key rotations and deletions.
     #[arg(long, default_value_t = 60)]
     pub maintenance_interval_secs: u64,
+    /// Most HTTP connections held at once; more wait in the listen backlog [default: three
+    /// quarters of what RLIMIT_NOFILE leaves after 64 descriptors].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's head; also how long an idle keep-alive
+    /// connection is kept.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// A client must send (or read) --min-bytes-per-window bytes in each such span of seconds
+    /// the server waits on it, or its connection is closed (slow bodies, unread responses).
+    #[arg(long, default_value_t = 60)]
+    pub pace_window_secs: u64,
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub min_bytes_per_window: u64,
+    /// Most NBD connections held at once [default: an eighth of what RLIMIT_NOFILE leaves
+    /// after 64 descriptors].
+    #[arg(long)]
+    pub nbd_max_connections: Option<usize>,
+    /// Seconds an NBD client may take to choose an export.
+    #[arg(long, default_value_t = 10)]
+    pub nbd_handshake_timeout_secs: u64,
+    /// Seconds an NBD client may stay idle between requests; 0 never times out (for a
+    /// mounted nbd-client device).
+    #[arg(long, default_value_t = 3600)]
+    pub nbd_idle_timeout_secs: u64,
     /// Accept SSE-C (customer-provided keys) over plain HTTP. AWS refuses this, because the
     /// key travels in a header; use it only on loopback or a trusted network.
     #[arg(long)]

@@ -143,15 +143,24 @@ fn serve_opened(
             .await
             .map_err(|error| CliError::Config(format!("cannot listen for NBD on {}: {error}", args.nbd_listen)))?;
         let exports: Arc<dyn atrest_volume::nbd::Exports> = volumes.clone();
-        tokio::spawn(async move {
-            if let Err(error) = atrest_volume::nbd::serve(nbd_listener, exports, std::future::pending()).await {
-                tracing::error!(%error, "the NBD server stopped");
-            }
-        });
+        let nbd_limits = atrest_volume::nbd::NbdLimits {
+            handshake_timeout: Duration::from_secs(args.nbd_handshake_timeout_secs.max(1)),
+            idle_timeout: (args.nbd_idle_timeout_secs > 0).then(|| Duration::from_secs(args.nbd_idle_timeout_secs)),
+            ..atrest_volume::nbd::NbdLimits::default()
+        };
+        let nbd_cap = args.nbd_max_connections.unwrap_or_else(|| atrest_server::limits::default_connection_cap(1, 8));
+        tokio::spawn(atrest_server::serve_nbd(nbd_listener, exports, nbd_cap, nbd_limits, std::future::pending()));
+        let defaults = atrest_server::HttpLimits::default();
+        let http_limits = atrest_server::HttpLimits {
+            max_connections: args.max_connections.unwrap_or(defaults.max_connections),
+            header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            pace_window: Duration::from_secs(args.pace_window_secs.max(1)),
+            min_bytes_per_window: args.min_bytes_per_window,
+        };
         let state = Arc::new(AppState::new(kms, opened.hsm_backend, audit).with_s3(s3).with_volumes(volumes));
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(listen = %args.listen, nbd = %args.nbd_listen, scheme, data_dir = %args.data.data_dir.display(), "atrest is serving");
-        atrest_server::serve(listener, state, tls, shutdown_signal())
+        atrest_server::serve(listener, state, tls, http_limits, shutdown_signal())
             .await
             .map_err(|error| CliError::Config(format!("server failed: {error}")))?;
         tracing::info!("atrest stopped");

@@ -15,13 +15,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::AppState;
 use crate::audit;
 use crate::auth::{AuthError, authenticate};
 use crate::kms::{self, WireError};
+use crate::limits::{Acceptor, HttpLimits, PacedIo, RequestEpoch};
 use crate::query::{
     self,
     xml::{self, QueryError},
@@ -30,17 +31,21 @@ use crate::route::{self, Endpoint};
 use crate::tls::TlsConfig;
 
 /// Serves connections from `listener` until `shutdown` resolves; HTTPS when `tls` is given.
+/// Accept errors (out of descriptors, ...) are waited out, never fatal.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsConfig>,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0));
+    let connections = Acceptor::new(listener, limits.max_connections, "http");
+    let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let (stream, peer, slot) = tokio::select! {
+            accepted = connections.accept() => accepted,
             () = &mut shutdown => return Ok(()),
         };
         // Without TCP_NODELAY small responses wait on Nagle + delayed ACK (~40 ms each).
@@ -49,21 +54,28 @@ pub async fn serve(
         }
         let state = Arc::clone(&state);
         let acceptor = acceptor.clone();
+        let limits = Arc::clone(&limits);
         tokio::spawn(async move {
+            // The slot is held for as long as the connection lives.
+            let _slot = slot;
+            let epoch = RequestEpoch::default();
             let Some(acceptor) = acceptor else {
-                return serve_connection(
-                    stream,
-                    state,
-                    Client {
-                        peer,
-                        secure: false,
-                    },
-                )
-                .await;
+                let stream = PacedIo::new(stream, &limits, epoch.clone());
+                let client = Client {
+                    peer,
+                    secure: false,
+                };
+                return serve_connection(stream, state, client, &limits, epoch).await;
             };
-            match acceptor.accept(stream).await {
-                Ok(stream) => serve_connection(stream, state, Client { peer, secure: true }).await,
-                Err(error) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let stream = PacedIo::new(stream, &limits, epoch.clone());
+                    let client = Client { peer, secure: true };
+                    serve_connection(stream, state, client, &limits, epoch).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -76,12 +88,22 @@ struct Client {
     secure: bool,
 }
 
-async fn serve_connection<Io>(stream: Io, state: Arc<AppState>, client: Client)
-where
+async fn serve_connection<Io>(
+    stream: Io,
+    state: Arc<AppState>,
+    client: Client,
+    limits: &HttpLimits,
+    epoch: RequestEpoch,
+) where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| handle(Arc::clone(&state), client, request));
+    let service = service_fn(move |request| {
+        epoch.next_request();
+        handle(Arc::clone(&state), client, request)
+    });
     if let Err(error) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .await

@@ -8,6 +8,8 @@ mod audit;
 mod auth;
 mod http;
 mod kms;
+pub mod limits;
+mod nbd;
 mod query;
 mod route;
 mod tls;
@@ -19,6 +21,8 @@ use atrest_audit::AuditLog;
 use atrest_kms::Kms;
 
 pub use http::serve;
+pub use limits::HttpLimits;
+pub use nbd::serve_nbd;
 pub use tls::TlsConfig;
 
 /// What every request handler shares.

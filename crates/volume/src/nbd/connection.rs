@@ -2,7 +2,9 @@
 //! is in [`super::transmission`].
 
 use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::proto::*;
 use crate::disk::Disk;
@@ -32,7 +34,45 @@ pub fn serve(
     let Some(disk) = negotiate(&mut reader, &mut writer, exports)? else {
         return Ok(());
     };
-    super::transmission::serve(&mut reader, writer, &disk)
+    super::transmission::serve(&mut reader, writer, &disk, &|| {})
+}
+
+/// How long an NBD client may take, and be idle.
+#[derive(Debug, Clone)]
+pub struct NbdLimits {
+    /// From connecting to choosing an export (the handshake and option haggling).
+    pub handshake_timeout: Duration,
+    /// Between two requests once an export is open; `None` waits for ever (a mounted
+    /// `nbd-client` device may be idle for hours).
+    pub idle_timeout: Option<Duration>,
+    /// How long a reply may wait for the client to read it.
+    pub reply_timeout: Duration,
+}
+
+impl Default for NbdLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(3600)),
+            reply_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves one client on a TCP socket, with `limits`' timeouts on it.
+pub fn serve_tcp(stream: TcpStream, exports: &dyn Exports, limits: &NbdLimits) -> io::Result<()> {
+    stream.set_read_timeout(Some(limits.handshake_timeout))?;
+    stream.set_write_timeout(Some(limits.reply_timeout))?;
+    let mut reader = io::BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+    let mut writer = io::BufWriter::with_capacity(64 * 1024, &stream);
+    let Some(disk) = negotiate(&mut reader, &mut writer, exports)? else {
+        return Ok(());
+    };
+    stream.set_read_timeout(limits.idle_timeout)?;
+    let hang_up = || {
+        let _ = stream.shutdown(Shutdown::Both);
+    };
+    super::transmission::serve(&mut reader, writer, &disk, &hang_up)
 }
 
 /// The option haggling phase; returns the export the client chose, or `None` if it aborted.

@@ -5,8 +5,9 @@
 //! file), which is all the protocol asks.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::proto::*;
 use crate::disk::{Disk, DiskError};
@@ -15,6 +16,10 @@ use crate::disk::{Disk, DiskError};
 const MAX_WORKERS: usize = 4;
 /// Buffers kept for reuse: a fresh 256 KiB allocation per request is an mmap and page faults.
 const POOLED_BUFFERS: usize = 8;
+/// Only buffers up to this size are kept, so the pool holds at most 8 × 4 MiB.
+const POOLED_BUFFER_MAX: usize = 4 << 20;
+/// Bytes of request buffers (READ replies to fill, WRITE payloads) one connection may hold.
+pub const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 
 struct Job {
     request: Request,
@@ -28,10 +33,23 @@ struct Shared<'a, W> {
     writer: Mutex<W>,
     buffers: Mutex<Vec<Vec<u8>>>,
     jobs: Mutex<Receiver<Job>>,
+    /// Bytes of request buffers queued or running.
+    in_flight: Mutex<usize>,
+    freed: Condvar,
+    /// A reply could not be sent: the connection is over.
+    closed: AtomicBool,
+    /// Shuts the connection's socket, so a reader blocked on it returns.
+    hang_up: &'a (dyn Fn() + Sync),
 }
 
 /// Serves requests until the client disconnects (DISC or EOF) or breaks the protocol.
-pub fn serve<W: Write + Send>(reader: &mut impl Read, writer: W, disk: &Disk) -> io::Result<()> {
+/// `hang_up` shuts the underlying socket down (a no-op for in-memory streams).
+pub fn serve<W: Write + Send>(
+    reader: &mut impl Read,
+    writer: W,
+    disk: &Disk,
+    hang_up: &(dyn Fn() + Sync),
+) -> io::Result<()> {
     let workers = std::thread::available_parallelism()
         .map_or(2, usize::from)
         .clamp(1, MAX_WORKERS);
@@ -41,6 +59,10 @@ pub fn serve<W: Write + Send>(reader: &mut impl Read, writer: W, disk: &Disk) ->
         writer: Mutex::new(writer),
         buffers: Mutex::default(),
         jobs: Mutex::new(receiver),
+        in_flight: Mutex::new(0),
+        freed: Condvar::new(),
+        closed: AtomicBool::new(false),
+        hang_up,
     };
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -67,6 +89,9 @@ fn read_requests<W: Write>(
 ) -> io::Result<()> {
     let mut header = [0u8; Request::LEN];
     loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match reader.read_exact(&mut header) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -94,10 +119,18 @@ fn read_requests<W: Write>(
                 reply(shared, error, request.cookie, None)?;
                 continue;
             }
-            CMD_READ => shared.buffer(request.length as usize),
+            CMD_READ => match shared.reserve(request.length as usize) {
+                Some(buffer) => buffer,
+                None => return Ok(()),
+            },
             CMD_WRITE => {
-                let mut buffer = shared.buffer(request.length as usize);
-                reader.read_exact(&mut buffer)?;
+                let Some(mut buffer) = shared.reserve(request.length as usize) else {
+                    return Ok(());
+                };
+                if let Err(error) = reader.read_exact(&mut buffer) {
+                    shared.release(buffer);
+                    return Err(error);
+                }
                 buffer
             }
             CMD_FLUSH | CMD_TRIM | CMD_WRITE_ZEROES => Vec::new(),
@@ -106,8 +139,9 @@ fn read_requests<W: Write>(
                 continue;
             }
         };
-        if jobs.send(Job { request, buffer }).is_err() {
-            // Every worker has stopped: one failed to send a reply, so the socket is gone.
+        if let Err(unsent) = jobs.send(Job { request, buffer }) {
+            // Every worker has stopped.
+            shared.release(unsent.0.buffer);
             return Ok(());
         }
         if shared.disk.is_detached() {
@@ -116,16 +150,23 @@ fn read_requests<W: Write>(
     }
 }
 
-/// Runs jobs until the reader hangs up the queue; stops at the first reply it cannot send.
+/// Runs jobs until the reader hangs up the queue. After a reply cannot be sent, the
+/// connection is closed and what is still queued is dropped unrun, so the reader never
+/// waits on a full queue nobody empties.
 fn work<W: Write>(shared: &Shared<'_, W>) -> io::Result<()> {
+    let mut failure = Ok(());
     loop {
         let Ok(Job {
             request,
             mut buffer,
         }) = lock(&shared.jobs).recv()
         else {
-            return Ok(());
+            return failure;
         };
+        if shared.closed.load(Ordering::Acquire) {
+            shared.release(buffer);
+            continue;
+        }
         let disk = shared.disk;
         let durable = request.flags & CMD_FLAG_FUA != 0;
         let result = match request.command {
@@ -145,23 +186,52 @@ fn work<W: Write>(shared: &Shared<'_, W>) -> io::Result<()> {
             }
         };
         let data = (request.command == CMD_READ && error == 0).then_some(buffer.as_slice());
-        reply(shared, error, request.cookie, data)?;
-        shared.recycle(buffer);
+        let sent = reply(shared, error, request.cookie, data);
+        shared.release(buffer);
+        if let Err(error) = sent {
+            shared.close();
+            failure = Err(error);
+        }
     }
 }
 
 impl<W> Shared<'_, W> {
-    fn buffer(&self, length: usize) -> Vec<u8> {
+    /// A buffer of `length` bytes once the connection's in-flight bytes allow it (one request
+    /// is always allowed, whatever its size); `None` if the connection closed meanwhile.
+    fn reserve(&self, length: usize) -> Option<Vec<u8>> {
+        let mut in_flight = lock(&self.in_flight);
+        while *in_flight > 0 && *in_flight + length > MAX_IN_FLIGHT_BYTES {
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            in_flight = self
+                .freed
+                .wait(in_flight)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *in_flight += length;
+        drop(in_flight);
         let mut buffer = lock(&self.buffers).pop().unwrap_or_default();
         buffer.resize(length, 0);
-        buffer
+        Some(buffer)
     }
 
-    fn recycle(&self, buffer: Vec<u8>) {
+    /// Returns a request's buffer: its bytes leave the in-flight count, and it is pooled if
+    /// small enough.
+    fn release(&self, buffer: Vec<u8>) {
+        *lock(&self.in_flight) -= buffer.len();
+        self.freed.notify_all();
         let mut buffers = lock(&self.buffers);
-        if buffers.len() < POOLED_BUFFERS && buffer.capacity() <= MAX_PAYLOAD as usize {
+        if buffers.len() < POOLED_BUFFERS && buffer.capacity() <= POOLED_BUFFER_MAX {
             buffers.push(buffer);
         }
+    }
+
+    /// Ends the connection after a failed reply.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        (self.hang_up)();
+        self.freed.notify_all();
     }
 }
 

@@ -1,0 +1,239 @@
+"""Issue 22: the server stays up, and lets go of what it holds, under clients that never finish,
+never read, or exhaust descriptors. Raw sockets on loopback; the server's own /proc/PID/status
+(VmRSS, Threads) and /proc/PID/fd are what is measured. Every loop is bounded in count and time."""
+
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from conftest import Server
+
+ZONE = "us-east-1a"
+MIB = 1024 * 1024
+
+
+def proc_status(pid, field):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def connect(port):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.settimeout(10)
+    return sock
+
+
+def closed_by_server(sock, deadline):
+    """Whether the server closes `sock` before `deadline` (reads and discards what it sends)."""
+    sock.settimeout(max(0.1, deadline - time.time()))
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+            if time.time() > deadline:
+                return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def wait_until(predicate, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def healthy(server):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"{server.endpoint}/_atrest/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def strict_server():
+    started = Server("--header-timeout-secs", "2", "--pace-window-secs", "3",
+                     "--nbd-handshake-timeout-secs", "2", "--nbd-idle-timeout-secs", "3")
+    yield started
+    started.stop()
+
+
+def test_unfinished_requests_and_handshakes_are_dropped(strict_server):
+    server = strict_server
+    pid = server.process.pid
+    baseline = descriptors(pid)
+    held = []
+    for _ in range(40):  # headers that never end
+        sock = connect(server.port)
+        sock.sendall(b"GET /_atrest/health HTTP/1.1\r\nHost: x\r\n")
+        held.append(sock)
+    for _ in range(40):  # a body that never comes
+        sock = connect(server.port)
+        sock.sendall(b"PUT /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789")
+        held.append(sock)
+    for _ in range(20):  # NBD handshakes left hanging
+        held.append(connect(server.nbd_port))
+    # One finished request, then idle on keep-alive.
+    sock = connect(server.port)
+    sock.sendall(b"GET /_atrest/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    held.append(sock)
+    assert descriptors(pid) >= baseline + 60  # held (a few may already have timed out)
+    deadline = time.time() + 15
+    assert all(closed_by_server(sock, deadline) for sock in held)
+    for sock in held:
+        sock.close()
+    assert wait_until(lambda: descriptors(pid) <= baseline + 2, 10), (descriptors(pid), baseline)
+    assert healthy(server)
+
+
+def test_a_trickled_body_and_an_unread_response_are_dropped(strict_server):
+    server = strict_server
+    s3 = server.client("s3")
+    s3.create_bucket(Bucket="slow")
+    s3.put_object(Bucket="slow", Key="big", Body=os.urandom(64 * MIB))
+    pid = server.process.pid
+    baseline = descriptors(pid)
+    # A signed PUT whose body arrives one byte every half second.
+    url = f"{server.endpoint}/slow/trickle"
+    request = s3.generate_presigned_url("put_object", Params={"Bucket": "slow", "Key": "trickle"}, ExpiresIn=300)
+    path = request.split(str(server.port), 1)[1]
+    sock = connect(server.port)
+    sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 1000\r\n\r\n".encode())
+    started = time.time()
+    cut = False
+    while time.time() - started < 20:
+        try:
+            sock.sendall(b"x")
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+            break
+        time.sleep(0.5)
+        sock.settimeout(0.01)
+        try:
+            if sock.recv(65536) == b"":
+                cut = True
+                break
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            cut = True
+            break
+    assert cut, "a body trickled at 2 bytes/s was never cut off"
+    sock.close()
+    assert "trickle" not in [o["Key"] for o in s3.list_objects_v2(Bucket="slow")["Contents"]]
+    # A 64 MiB GET nobody reads.
+    get = s3.generate_presigned_url("get_object", Params={"Bucket": "slow", "Key": "big"}, ExpiresIn=300)
+    path = get.split(str(server.port), 1)[1]
+    sock = connect(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+    time.sleep(1)
+    assert wait_until(lambda: descriptors(pid) <= baseline, 15), (descriptors(pid), baseline)
+    sock.close()
+    assert healthy(server)
+
+
+def test_out_of_descriptors_the_server_waits_and_recovers():
+    # 128 descriptors, but told to take up to 500 connections on each listener: accept() hits
+    # EMFILE (beyond the listen backlog a client cannot even connect; that is the kernel).
+    server = Server("--max-connections", "500", "--nbd-max-connections", "500",
+                    prefix=["prlimit", "--nofile=128"])
+    try:
+        pid = server.process.pid
+        held = [connect(server.port) for _ in range(140)]
+        time.sleep(1)
+        assert server.process.poll() is None, "the server exited when descriptors ran out"
+        for sock in held:
+            sock.close()
+        assert wait_until(lambda: healthy(server), 20), "the server did not serve again"
+        kms = server.client("kms")
+        assert kms.create_key()["KeyMetadata"]["Enabled"]
+        held = [connect(server.nbd_port) for _ in range(140)]
+        time.sleep(1)
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        # The NBD listener is still there: a new client gets the server's greeting.
+        sock = connect(server.nbd_port)
+        assert wait_until(lambda: True, 0)
+        sock.settimeout(15)
+        assert sock.recv(8) == b"NBDMAGIC"
+        sock.close()
+        assert descriptors(pid) < 128
+    finally:
+        server.stop()
+
+
+def test_the_default_cap_follows_the_descriptor_limit():
+    server = Server(prefix=["prlimit", "--nofile=128"])
+    try:
+        held = [connect(server.port) for _ in range(115)]
+        time.sleep(1)
+        assert server.process.poll() is None
+        for sock in held:
+            sock.close()
+        assert wait_until(lambda: healthy(server), 40)
+    finally:
+        server.stop()
+
+
+def nbd_open(port, export):
+    """Fixed newstyle handshake, NBD_OPT_EXPORT_NAME; returns the socket in transmission."""
+    sock = connect(port)
+    greeting = b""
+    while len(greeting) < 18:
+        greeting += sock.recv(18 - len(greeting))
+    assert greeting[:8] == b"NBDMAGIC"
+    sock.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
+    name = export.encode()
+    sock.sendall(struct.pack(">QII", 0x49484156454F5054, 1, len(name)) + name)
+    reply = b""
+    while len(reply) < 10:
+        reply += sock.recv(10 - len(reply))
+    return sock
+
+
+def test_nbd_clients_that_never_read_replies_leak_nothing(server):
+    ec2 = server.client("ec2")
+    volume = ec2.create_volume(Size=1, AvailabilityZone=ZONE)["VolumeId"]
+    ec2.attach_volume(VolumeId=volume, InstanceId="i-0123456789abcdef0", Device="/dev/sdf")
+    pid = server.process.pid
+    # Warm the connection path once, then take the baseline.
+    nbd_open(server.nbd_port, volume).close()
+    time.sleep(0.5)
+    rss, threads = proc_status(pid, "VmRSS"), proc_status(pid, "Threads")
+    for round_ in range(8):
+        sock = nbd_open(server.nbd_port, volume)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for cookie in range(20):
+            sock.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, cookie, 0, 32 * MIB))
+        sock.close()
+    assert wait_until(lambda: proc_status(pid, "Threads") <= threads, 30), (proc_status(pid, "Threads"), threads)
+    grown = (proc_status(pid, "VmRSS") - rss) * 1024
+    assert grown < 64 * MIB, f"RSS grew by {grown / MIB:.0f} MiB"
+    # The volume still serves.
+    sock = nbd_open(server.nbd_port, volume)
+    sock.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 7, 0, 4096))
+    reply = b""
+    while len(reply) < 16 + 4096:
+        reply += sock.recv(65536)
+    assert struct.unpack(">IIQ", reply[:16]) == (0x67446698, 0, 7)
+    sock.close()
