@@ -237,3 +237,35 @@ def test_nbd_clients_that_never_read_replies_leak_nothing(server):
         reply += sock.recv(65536)
     assert struct.unpack(">IIQ", reply[:16]) == (0x67446698, 0, 7)
     sock.close()
+
+
+def audit_content_length(server):
+    data = (server.dir / "audit" / "audit.log").read_bytes()
+    return len(data.rstrip(b"\0"))
+
+
+def test_refused_requests_cannot_inflate_the_audit_log(server):
+    import json
+    import urllib.request
+    before = audit_content_length(server)
+    body = json.dumps({
+        "KeyId": "alias/none",
+        "Plaintext": "QUFB" * 100_000,
+        "EncryptionContext": {"purpose": "p" * 200_000, "k" * 100_000: "v"},
+        "Junk": "j" * 200_000,
+    }).encode()
+    assert len(body) > 900_000
+    for _ in range(20):
+        request = urllib.request.Request(f"{server.endpoint}/", data=body, method="POST", headers={
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.Encrypt" + "X" * 5000})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as error:
+            assert error.code in (400, 403), error.code
+    grown = audit_content_length(server) - before
+    assert grown < 20 * 8192 + 4096, f"20 refused requests grew the audit log by {grown} bytes"
+    text = (server.dir / "audit" / "audit.log").read_bytes().rstrip(b"\0").decode()
+    records = [json.loads(line) for line in text.splitlines()]
+    refused = [r for r in records if r.get("event_name", "").startswith("TrentService") or
+               r.get("event_name", "").startswith("Encrypt")]
+    assert len(refused) == 20 and all("truncated" in json.dumps(r) for r in refused), refused[-1:]

@@ -9,11 +9,13 @@
 //! rebuilt by someone without the HSM. `head.json` names the newest digest, so cutting records
 //! off the end is detected too.
 
+mod bound;
 mod chain;
 mod record;
 mod signer;
 mod writer;
 
+pub use bound::MAX_EVENT_BYTES;
 pub use chain::{VerifyReport, verify};
 pub use record::{Event, Record, SearchFilter, search};
 pub use signer::DigestSigner;

@@ -146,7 +146,7 @@ impl AuditLog {
     /// Appends one record; returns once it is durable. The record is serialized and chained
     /// here, on the caller's thread; the flusher only writes and syncs.
     pub async fn append(&self, event: Event) -> Result<(), AuditError> {
-        let fields = event_fields(&event)?;
+        let fields = event_fields(&event.bounded())?;
         let (ack, done) = oneshot::channel();
         self.shared.write_record(&fields, ack)?;
         match done.await {

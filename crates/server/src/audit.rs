@@ -62,6 +62,10 @@ pub fn add_kms_parameters(event: &mut Event, body: &[u8]) {
             .map(|value| ((*name).to_owned(), value.clone()))
     })
     .collect();
+    // Recorded once, in `encryption_context`, not again among the parameters.
+    for name in contexts.keys() {
+        members.remove(name);
+    }
     event.encryption_context = match contexts.len() {
         0 => None,
         1 if contexts.contains_key("EncryptionContext") => {
