@@ -57,7 +57,8 @@ class SoftHsm:
 @pytest.fixture
 def hsm_server():
     softhsm = SoftHsm()
-    server = Server("--pkcs11-module", MODULE, "--maintenance-interval-secs", "1", env=softhsm.env)
+    server = Server("--pkcs11-module", MODULE, "--maintenance-interval-secs", "1",
+                    "--key-store-pin-dir", str(softhsm.dir), env=softhsm.env)
     yield softhsm, server
     server.stop()
 
@@ -227,3 +228,48 @@ def test_custom_key_stores_need_a_pkcs11_module(server):
            CloudHsmClusterId=TOKEN, KeyStorePassword=USER_PIN)
     raises("UnsupportedOperationException", kms.create_custom_key_store, CustomKeyStoreName="xks",
            CustomKeyStoreType="EXTERNAL_KEY_STORE")
+
+
+def test_pin_files_are_confined_to_the_operators_directory(hsm_server):
+    """Issue 22 item 6: an API caller cannot make the server open paths of its choosing."""
+    softhsm, server = hsm_server
+    kms = server.client()
+
+    def store_with(password, name):
+        return kms.create_custom_key_store(CustomKeyStoreName=name, CloudHsmClusterId=TOKEN,
+                                           KeyStorePassword=password)["CustomKeyStoreId"]
+
+    for name, password in [("zero", "file:/dev/zero"), ("shadow", "file:/etc/shadow"),
+                           ("escape", f"file:{softhsm.dir}/../etc"), ("relative", "file:user-pin")]:
+        raises("ValidationException", store_with, password=password, name=name)
+    # Inside the directory, but a link to /dev/zero or a huge file: the connection fails
+    # clearly, without the server reading it.
+    (softhsm.dir / "zero-link").symlink_to("/dev/zero")
+    with open(softhsm.dir / "huge", "wb") as huge:
+        huge.truncate(1 << 30)
+    rss = int(next(line.split()[1] for line in open(f"/proc/{server.process.pid}/status")
+                   if line.startswith("VmRSS:")))
+    for name in ("zero-link", "huge"):
+        store_id = store_with(f"file:{softhsm.dir / name}", f"store-{name}")
+        kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+        store = describe(kms, store_id)
+        assert store["ConnectionState"] == "FAILED", store
+        assert store["ConnectionErrorCode"] == "INVALID_CREDENTIALS", store
+        kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+        kms.delete_custom_key_store(CustomKeyStoreId=store_id)
+    grown = int(next(line.split()[1] for line in open(f"/proc/{server.process.pid}/status")
+                     if line.startswith("VmRSS:"))) - rss
+    assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
+
+
+def test_without_a_pin_directory_file_references_are_refused():
+    softhsm = SoftHsm()
+    server = Server("--pkcs11-module", MODULE, env=softhsm.env)
+    try:
+        with pytest.raises(ClientError) as excinfo:
+            server.client().create_custom_key_store(
+                CustomKeyStoreName="s", CloudHsmClusterId=TOKEN, KeyStorePassword=f"file:{softhsm.pin_file}")
+        assert error_code(excinfo) == "ValidationException"
+        assert "--key-store-pin-dir" in excinfo.value.response["Error"]["Message"]
+    finally:
+        server.stop()

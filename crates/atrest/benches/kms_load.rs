@@ -139,6 +139,11 @@ async fn pkcs11_run(
             "ATREST_PKCS11_PIN_FILE".to_owned(),
             dir.join("pin").display().to_string(),
         ),
+        // The custom key store scenario names the same PIN file.
+        (
+            "ATREST_KEY_STORE_PIN_DIR".to_owned(),
+            dir.display().to_string(),
+        ),
     ];
     let port = free_port();
     // Without the audit log, as the software-HSM scenarios it is compared with.

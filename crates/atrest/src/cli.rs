@@ -256,6 +256,11 @@ pub struct DataDirArgs {
     /// key's token with --hsm pkcs11, and the tokens of custom key stores with either backend.
     #[arg(long, env = "ATREST_PKCS11_MODULE")]
     pub pkcs11_module: Option<PathBuf>,
+    /// The one directory whose files `CreateCustomKeyStore`'s `KeyStorePassword=file:PATH` may
+    /// name (regular files of at most 1 KiB directly in it). Without it, API callers give the
+    /// PIN itself: no request makes the server open a path of the caller's choosing.
+    #[arg(long, env = "ATREST_KEY_STORE_PIN_DIR")]
+    pub key_store_pin_dir: Option<PathBuf>,
     /// The label of the PKCS#11 token that holds the root key.
     #[arg(long, env = "ATREST_PKCS11_TOKEN_LABEL")]
     pub pkcs11_token_label: Option<String>,

@@ -75,7 +75,8 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
             &settings.account_id,
             clock,
         )
-        .with_pkcs11_module(args.pkcs11_module.clone()),
+        .with_pkcs11_module(args.pkcs11_module.clone())
+        .with_key_store_pin_dir(args.key_store_pin_dir.clone()),
     );
     let new_root = ensure_root(&kms, dir)?;
     Ok(Opened {

@@ -13,6 +13,10 @@ pub(crate) struct KeyStores {
     /// The PKCS#11 module every custom key store's token is reached through: the server's
     /// `--pkcs11-module`. An API caller names a token, never a library to load into the server.
     module: Option<PathBuf>,
+    /// The only directory `KeyStorePassword=file:PATH` may name (the server's
+    /// `--key-store-pin-dir`); without one, `file:` references are refused. An API caller must
+    /// not make the server open paths of its choosing.
+    pin_dir: Option<PathBuf>,
     connected: RwLock<HashMap<String, Arc<TokenKeys>>>,
     /// Serialises administrative changes, so name and token uniqueness checks hold.
     admin: Mutex<()>,
@@ -28,6 +32,14 @@ impl KeyStores {
 
     pub(crate) fn module(&self) -> Option<&PathBuf> {
         self.module.as_ref()
+    }
+
+    pub(crate) fn set_pin_dir(&mut self, dir: Option<PathBuf>) {
+        self.pin_dir = dir;
+    }
+
+    pub(crate) fn pin_dir(&self) -> Option<&PathBuf> {
+        self.pin_dir.as_ref()
     }
 
     pub(crate) fn connection(&self, id: &str) -> Option<Arc<TokenKeys>> {

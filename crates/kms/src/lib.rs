@@ -76,6 +76,13 @@ impl Kms {
         self
     }
 
+    /// Lets `KeyStorePassword=file:PATH` name regular files in `dir` (the server's
+    /// `--key-store-pin-dir`), and nothing else.
+    pub fn with_key_store_pin_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.key_stores.set_pin_dir(dir);
+        self
+    }
+
     pub fn region(&self) -> &str {
         &self.region
     }

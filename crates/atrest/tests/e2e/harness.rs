@@ -318,6 +318,11 @@ impl Token {
                 "ATREST_PKCS11_PIN_FILE".into(),
                 self.pin_file().display().to_string(),
             ),
+            // Custom key stores on this token name the same PIN file.
+            (
+                "ATREST_KEY_STORE_PIN_DIR".into(),
+                self.dir.path().display().to_string(),
+            ),
         ]
     }
 }

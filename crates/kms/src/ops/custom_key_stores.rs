@@ -10,6 +10,8 @@
 //! show. A failed connection is reported as AWS reports it: ConnectCustomKeyStore succeeds
 //! and the store's state says FAILED with a ConnectionErrorCode.
 
+use std::path::Path;
+
 use atrest_crypto::SecretBytes;
 use atrest_hsm::pkcs11::{self, TokenKeys};
 use atrest_hsm::{HsmError, WrappedKey};
@@ -31,6 +33,8 @@ const TOKEN_LABEL_MAX: usize = 32;
 const PIN_MAX: usize = 255;
 const TRUST_ANCHOR_MAX: usize = 5000;
 const PIN_FILE_PREFIX: &str = "file:";
+/// The largest PIN file read (a PKCS#11 PIN is at most 255 bytes here).
+const PIN_FILE_MAX: u64 = 1024;
 
 impl Kms {
     pub fn create_custom_key_store(
@@ -377,12 +381,10 @@ impl Kms {
     fn read_pin(&self, record: &CustomKeyStoreRecord) -> Result<SecretBytes, String> {
         match &record.pin {
             StoredPin::File(path) => {
-                let bytes = zeroize::Zeroizing::new(
-                    std::fs::read(path)
-                        .map_err(|error| format!("cannot read the PIN file {path}: {error}"))?,
-                );
-                let pin = bytes.trim_ascii_end();
-                Ok(SecretBytes::copy_from(pin))
+                let dir = self.key_stores.pin_dir().ok_or_else(|| {
+                    "PIN files are disabled: the server runs without --key-store-pin-dir".to_owned()
+                })?;
+                read_pin_file(dir, Path::new(path))
             }
             StoredPin::Wrapped(wrapped) => self
                 .hsm
@@ -397,16 +399,26 @@ impl Kms {
     fn stored_pin(&self, id: &str, password: SecretText) -> Result<StoredPin, KmsError> {
         let text = password.0;
         if let Some(path) = text.expose().strip_prefix(PIN_FILE_PREFIX.as_bytes()) {
+            let dir = self.key_stores.pin_dir().ok_or_else(|| {
+                KmsError::Validation(
+                    "KeyStorePassword file: references are disabled on this server (the operator \
+                     enables them for one directory with --key-store-pin-dir); give the PIN itself"
+                        .into(),
+                )
+            })?;
             let path = std::str::from_utf8(path)
                 .ok()
-                .filter(|path| path.starts_with('/'))
+                .map(Path::new)
+                .filter(|path| pin_path_allowed(dir, path))
                 .ok_or_else(|| {
-                    KmsError::Validation(
-                        "KeyStorePassword file: references need an absolute path (file:/path/to/pin)"
-                            .into(),
-                    )
+                    KmsError::Validation(format!(
+                        "KeyStorePassword file: references must name a file directly in {} \
+                         (file:{}/NAME)",
+                        dir.display(),
+                        dir.display()
+                    ))
                 })?;
-            return Ok(StoredPin::File(path.to_owned()));
+            return Ok(StoredPin::File(path.display().to_string()));
         }
         if text.expose().is_empty() || text.expose().len() > PIN_MAX {
             return Err(KmsError::validation(
@@ -501,4 +513,83 @@ fn not_found(id: &str) -> KmsError {
 
 fn pin_label(id: &str) -> Vec<u8> {
     format!("cks:{id}").into_bytes()
+}
+
+/// Whether `path` names an entry directly inside `dir`, spelled plainly (absolute, no `..`).
+fn pin_path_allowed(dir: &Path, path: &Path) -> bool {
+    path.is_absolute()
+        && path.parent() == Some(dir)
+        && path
+            .components()
+            .all(|part| !matches!(part, std::path::Component::ParentDir))
+}
+
+/// Reads a PIN file, confined to `dir`: the resolved path (symlinks followed) must still lie
+/// directly in the resolved `dir`, be a regular file and at most [`PIN_FILE_MAX`] bytes.
+fn read_pin_file(dir: &Path, path: &Path) -> Result<SecretBytes, String> {
+    use std::io::Read as _;
+    let refuse = |why: &str| format!("cannot use the PIN file {}: {why}", path.display());
+    let dir = dir
+        .canonicalize()
+        .map_err(|error| refuse(&format!("the PIN directory: {error}")))?;
+    let resolved = path
+        .canonicalize()
+        .map_err(|error| refuse(&error.to_string()))?;
+    if resolved.parent() != Some(dir.as_path()) {
+        return Err(refuse("it resolves outside the PIN directory"));
+    }
+    let file = std::fs::File::open(&resolved).map_err(|error| refuse(&error.to_string()))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| refuse(&error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    if metadata.len() > PIN_FILE_MAX {
+        return Err(refuse(&format!("larger than {PIN_FILE_MAX} bytes")));
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.take(PIN_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| refuse(&error.to_string()))?;
+    if bytes.len() as u64 > PIN_FILE_MAX {
+        return Err(refuse(&format!("larger than {PIN_FILE_MAX} bytes")));
+    }
+    Ok(SecretBytes::copy_from(bytes.trim_ascii_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_files_are_confined_to_their_directory() {
+        let root = std::env::temp_dir().join(format!("atrest-pins-{}", std::process::id()));
+        let dir = root.join("pins");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "1234\n").unwrap();
+        std::fs::write(root.join("outside"), "secret\n").unwrap();
+        std::fs::write(dir.join("big"), vec![b'1'; 4096]).unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), dir.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+
+        assert!(pin_path_allowed(&dir, &dir.join("token")));
+        assert!(!pin_path_allowed(&dir, &root.join("outside")));
+        assert!(!pin_path_allowed(&dir, &dir.join("../outside")));
+        assert!(!pin_path_allowed(&dir, Path::new("token")));
+        assert!(!pin_path_allowed(&dir, Path::new("/etc/shadow")));
+
+        assert_eq!(
+            read_pin_file(&dir, &dir.join("token")).unwrap().expose(),
+            b"1234"
+        );
+        for refused in ["escape", "zero", "big", "missing"] {
+            let error = read_pin_file(&dir, &dir.join(refused)).unwrap_err();
+            assert!(
+                error.contains("cannot use the PIN file"),
+                "{refused}: {error}"
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
