@@ -269,3 +269,24 @@ def test_refused_requests_cannot_inflate_the_audit_log(server):
     refused = [r for r in records if r.get("event_name", "").startswith("TrentService") or
                r.get("event_name", "").startswith("Encrypt")]
     assert len(refused) == 20 and all("truncated" in json.dumps(r) for r in refused), refused[-1:]
+
+
+def test_volume_sizes_are_checked_and_failed_creates_leave_nothing(server):
+    from botocore.exceptions import ClientError
+    ec2 = server.client("ec2")
+    volumes_dir = server.dir / "ebs" / "volumes"
+    for size, kind in [(16385, "gp3"), (0, "gp2"), (2000, "standard"), (100, "st1"), (2, "io2")]:
+        with pytest.raises(ClientError) as excinfo:
+            ec2.create_volume(Size=size, AvailabilityZone=ZONE, VolumeType=kind)
+        assert excinfo.value.response["Error"]["Code"] == "InvalidParameterValue", (size, kind)
+    # The largest size AWS allows: created (sparse) where the file system can hold it, refused
+    # as InvalidParameterValue where it cannot (ext4 tops out just below 16 TiB); never a 500.
+    try:
+        volume = ec2.create_volume(Size=16384, AvailabilityZone=ZONE)["VolumeId"]
+        ec2.delete_volume(VolumeId=volume)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "InvalidParameterValue", error.response
+        assert "file system" in error.response["Error"]["Message"]
+    leftovers = [p.name for p in volumes_dir.iterdir()] if volumes_dir.exists() else []
+    assert not [name for name in leftovers if name.endswith(".tmp")], leftovers
+    assert ec2.describe_volumes()["Volumes"] == []

@@ -98,6 +98,16 @@ impl From<StoreError> for Ec2Error {
 
 impl From<std::io::Error> for Ec2Error {
     fn from(error: std::io::Error) -> Self {
-        Self::internal(error)
+        match error.raw_os_error() {
+            // ENOSPC, EDQUOT: the data directory is full; nothing was kept.
+            Some(28 | 122) => Self {
+                code: "InsufficientVolumeCapacity".into(),
+                status: 503,
+                message: "There is not enough free space in the volume store to complete the \
+                          request; nothing was created. Free space and try again."
+                    .into(),
+            },
+            _ => Self::internal(error),
+        }
     }
 }

@@ -11,13 +11,31 @@ use crate::sector::{SECTOR_SIZE, SectorCipher};
 
 const COPY_CHUNK: usize = 1 << 20;
 
-/// Creates `path` as a sparse file of `size` bytes (every sector unwritten).
+/// Creates `path` as a sparse file of `size` bytes (every sector unwritten). On any failure
+/// nothing is left behind.
 pub fn create_sparse(path: &Path, size: u64) -> io::Result<()> {
     let temp = temp_path(path);
-    let file = create_new(&temp)?;
-    file.set_len(size)?;
-    file.sync_all()?;
-    install(&temp, path)
+    let created = (|| {
+        let file = create_new(&temp)?;
+        file.set_len(size)?;
+        file.sync_all()
+    })();
+    finish(created, &temp, path)
+}
+
+/// Installs `temp` as `path` if `made` succeeded; removes `temp` otherwise.
+fn finish(made: io::Result<()>, temp: &Path, path: &Path) -> io::Result<()> {
+    match made.and_then(|()| install(temp, path)) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            if let Err(cleanup) = std::fs::remove_file(temp)
+                && cleanup.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(error = %cleanup, path = %temp.display(), "could not remove a partial volume file");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// How [`copy_sparse`] treats each written sector.
@@ -47,7 +65,18 @@ pub fn copy_sparse(
         ));
     }
     let temp = temp_path(target);
-    let output = create_new(&temp)?;
+    let copied = copy_into(input, &temp, length, size, &transform);
+    finish(copied, &temp, target)
+}
+
+fn copy_into(
+    input: &File,
+    temp: &Path,
+    length: u64,
+    size: u64,
+    transform: &Transform<'_>,
+) -> io::Result<()> {
+    let output = create_new(temp)?;
     output.set_len(size)?;
     let mut chunk = vec![0u8; COPY_CHUNK];
     let mut offset = 0u64;
@@ -56,7 +85,7 @@ pub fn copy_sparse(
         let chunk = &mut chunk[..take];
         input.read_exact_at(chunk, offset)?;
         if !is_zero(chunk) {
-            if let Transform::Reencrypt { from, to } = &transform {
+            if let Transform::Reencrypt { from, to } = transform {
                 let first = offset / SECTOR_SIZE as u64;
                 for (index, sector) in chunk.chunks_exact_mut(SECTOR_SIZE).enumerate() {
                     if !is_zero(sector) {
@@ -69,9 +98,7 @@ pub fn copy_sparse(
         }
         offset += take as u64;
     }
-    output.sync_all()?;
-    drop(output);
-    install(&temp, target)
+    output.sync_all()
 }
 
 /// Removes `path` durably; a missing file is not an error.

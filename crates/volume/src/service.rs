@@ -26,6 +26,15 @@ use crate::store::{
 const GIB: u64 = 1 << 30;
 /// EC2's limit for gp2/gp3 volumes.
 const MAX_SIZE_GIB: u64 = 16_384;
+/// AWS's size range per volume type (EC2 User Guide, "Amazon EBS volume types").
+fn size_range_gib(volume_type: &str) -> (u64, u64) {
+    match volume_type {
+        "standard" => (1, 1024),
+        "io1" | "io2" => (4, MAX_SIZE_GIB),
+        "st1" | "sc1" => (125, MAX_SIZE_GIB),
+        _ => (1, MAX_SIZE_GIB),
+    }
+}
 const VOLUME_TYPES: &[&str] = &["standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"];
 /// The encryption-context key EBS binds a volume key to.
 const CONTEXT_KEY: &str = "aws:ebs:id";
@@ -158,9 +167,15 @@ impl Volumes {
                 return Err(Ec2Error::missing_parameter("size or snapshotId"));
             }
         };
-        if !(1..=MAX_SIZE_GIB).contains(&size_gib) {
+        let (minimum, maximum) = size_range_gib(&volume_type);
+        if !(minimum..=maximum).contains(&size_gib) {
+            let limit = if size_gib < minimum {
+                format!("too small; minimum is {minimum}GiB")
+            } else {
+                format!("too large; maximum is {maximum}GiB")
+            };
             return Err(Ec2Error::invalid_parameter(format!(
-                "Volume of {size_gib}GiB is too large; maximum is {MAX_SIZE_GIB}GiB, minimum 1GiB."
+                "Volume of {size_gib}GiB is {limit} for volume type {volume_type}."
             )));
         }
         if let Some(snapshot) = &snapshot
@@ -176,12 +191,14 @@ impl Volumes {
             (None, requested) => {
                 let key_id = self.key_or_default(requested.as_deref())?;
                 let key = self.new_wrapped_key(ctx, &key_id, &id)?;
-                files::create_sparse(&path, size_gib * GIB)?;
+                files::create_sparse(&path, size_gib * GIB)
+                    .map_err(|error| too_large_for_the_file_system(error, size_gib))?;
                 key
             }
             (Some(snapshot), None) => {
                 let source = File::open(self.snapshot_path(&snapshot.id))?;
-                files::copy_sparse(&source, &path, size_gib * GIB, Transform::Keep)?;
+                files::copy_sparse(&source, &path, size_gib * GIB, Transform::Keep)
+                    .map_err(|error| too_large_for_the_file_system(error, size_gib))?;
                 snapshot.key.clone()
             }
             (Some(snapshot), Some(requested)) => {
@@ -193,7 +210,8 @@ impl Volumes {
                     from: &from,
                     to: &to,
                 };
-                files::copy_sparse(&source, &path, size_gib * GIB, transform)?;
+                files::copy_sparse(&source, &path, size_gib * GIB, transform)
+                    .map_err(|error| too_large_for_the_file_system(error, size_gib))?;
                 key
             }
         };
@@ -845,4 +863,16 @@ fn new_id(prefix: &str) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// EFBIG: the data directory's file system cannot hold a (sparse) file that large, which is a
+/// property of the request on this server, not an internal error.
+fn too_large_for_the_file_system(error: std::io::Error, size_gib: u64) -> Ec2Error {
+    if error.raw_os_error() == Some(27) {
+        return Ec2Error::invalid_parameter(format!(
+            "Volume of {size_gib}GiB is larger than the volume store's file system can hold; \
+             choose a smaller size."
+        ));
+    }
+    error.into()
 }
