@@ -38,10 +38,11 @@ def self_signed_certificate(directory: Path):
 
 
 class Server:
-    def __init__(self, *extra_args, tls=False, env=None, prefix=()):
-        """`prefix` runs the binary under another command, e.g. `prlimit --nofile=128`."""
+    def __init__(self, *extra_args, tls=False, env=None, prefix=(), data_dir=None):
+        """`prefix` runs the binary under another command, e.g. `prlimit --nofile=128`;
+        `data_dir` is an existing (say, small tmpfs) directory to use instead of a new one."""
         self.prefix = list(prefix)
-        self.dir = Path(tempfile.mkdtemp(prefix="atrest-py-"))
+        self.dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="atrest-py-"))
         self.env = dict(env or {})
         self.port = free_port()
         self.nbd_port = free_port()
@@ -54,7 +55,9 @@ class Server:
             self.extra_args = (*extra_args, "--tls-cert", str(cert), "--tls-key", str(key))
         scheme = "https" if tls else "http"
         self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
-        self.log = open(self.dir.parent / f"{self.dir.name}.log", "wb")
+        # Beside a new data dir; a given one (a small tmpfs) may fill up, so elsewhere then.
+        log_dir = Path(tempfile.gettempdir()) if data_dir else self.dir.parent
+        self.log = open(log_dir / f"{self.dir.name}-{self.port}.log", "wb")
         self.start()
 
     def kill9(self):

@@ -290,3 +290,100 @@ def test_volume_sizes_are_checked_and_failed_creates_leave_nothing(server):
     leftovers = [p.name for p in volumes_dir.iterdir()] if volumes_dir.exists() else []
     assert not [name for name in leftovers if name.endswith(".tmp")], leftovers
     assert ec2.describe_volumes()["Volumes"] == []
+
+
+@pytest.fixture
+def small_disk():
+    import subprocess
+    import tempfile
+    mount_point = tempfile.mkdtemp(prefix="atrest-tmpfs-")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mount_point],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        os.rmdir(mount_point)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    data_dir = os.path.join(mount_point, "data")
+    os.mkdir(data_dir)
+    yield mount_point, data_dir
+    subprocess.run(["umount", "-l", mount_point], capture_output=True)
+    os.rmdir(mount_point)
+
+
+def fill(path):
+    """Writes `path` until the file system is full; returns the bytes written."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (MIB, 4096, 1):
+            chunk = b"\xff" * size
+            try:
+                while True:
+                    written += os.write(fd, chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return written
+
+
+def test_a_full_disk_fails_closed_and_recovers_by_itself(small_disk):
+    import subprocess
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    from conftest import BINARY
+
+    mount_point, data_dir = small_disk
+    server = Server(data_dir=data_dir)
+    try:
+        once = Config(retries={"total_max_attempts": 1})
+        kms = server.client("kms", config=once)
+        s3 = server.client("s3", config=once)
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        s3.create_bucket(Bucket="full")
+        s3.put_object(Bucket="full", Key="before", Body=b"kept")
+        filler = os.path.join(mount_point, "filler")
+        assert fill(filler) > 0
+        # An object write fails clearly and leaves nothing.
+        with pytest.raises(ClientError) as excinfo:
+            s3.put_object(Bucket="full", Key="big", Body=os.urandom(4 * MIB))
+        assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable", excinfo.value.response
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="full")["Contents"]] == ["before"]
+        assert not os.listdir(os.path.join(data_dir, "objects", "tmp"))
+        # The audit log's preallocated padding runs out: then every request is refused, 503.
+        refused = None
+        for _ in range(20000):
+            try:
+                kms.encrypt(KeyId=key, Plaintext=b"x")
+            except ClientError as error:
+                refused = error.response
+                break
+        assert refused is not None, "the log never filled"
+        assert refused["ResponseMetadata"]["HTTPStatusCode"] == 503, refused
+        assert refused["Error"]["Code"] == "ServiceUnavailableException"
+        assert "audit log" in refused["Error"]["Message"]
+        with pytest.raises(ClientError) as excinfo:
+            kms.create_key()
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        with pytest.raises(ClientError) as excinfo:
+            s3.get_object(Bucket="full", Key="before")
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        # Space frees: within seconds the server serves again, by itself.
+        os.remove(filler)
+        assert wait_until(lambda: _encrypts(kms, key), 15), "the server did not recover"
+        assert s3.get_object(Bucket="full", Key="before")["Body"].read() == b"kept"
+        s3.put_object(Bucket="full", Key="after", Body=b"new")
+    finally:
+        server.kill9()
+    verify = subprocess.run([str(BINARY), "audit", "verify", "--data-dir", data_dir],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    server.log.close()
+
+
+def _encrypts(kms, key):
+    from botocore.exceptions import ClientError
+    try:
+        kms.encrypt(KeyId=key, Plaintext=b"x")
+        return True
+    except ClientError:
+        return False

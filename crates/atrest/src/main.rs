@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log that cannot be written (stderr on a full disk) must not stop the server:
+        // tracing-subscriber would report that with `eprintln!`, which panics the thread.
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
                 .unwrap_or_else(|_| "info".into()),

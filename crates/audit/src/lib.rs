@@ -33,6 +33,10 @@ pub enum AuditError {
     Io(#[from] std::io::Error),
     #[error("the audit log writer has stopped")]
     WriterStopped,
+    /// A write or sync failed (the disk is full, say); appends are refused until the flusher
+    /// has recovered the log from what is on disk, which it retries every second.
+    #[error("the audit log cannot be written ({0}); requests are refused until it can")]
+    Unavailable(String),
     #[error("audit digest key: {0}")]
     Key(String),
     #[error("the audit log is corrupt at line {line}: {detail}")]

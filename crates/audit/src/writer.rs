@@ -46,6 +46,8 @@ struct Shared {
     tail: Mutex<Tail>,
     /// Wakes the flusher when records wait and it is idle, or when the log closes.
     wake: Condvar,
+    /// Mirrors `Tail::failed.is_some()`, so every request can check it without the lock.
+    unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -73,9 +75,9 @@ struct Tail {
     flusher_idle: bool,
     closing: bool,
     /// Set when a write or an `fdatasync` failed. Records chained after the failed ones are
-    /// already pending, and after a failed flush the kernel may have dropped unsynced pages,
-    /// so what the file holds is unknown: every later append fails until a restart recovers
-    /// the log from what is really on disk (PostgreSQL stops for the same reason).
+    /// already pending, so the chain in memory is ahead of the file: every append fails (none
+    /// is acknowledged unrecorded) until the flusher recovers the tail from what the file
+    /// holds, as a restart would, and has room for the padding again.
     failed: Option<String>,
 }
 
@@ -99,7 +101,26 @@ impl SecondClock {
     }
 }
 
+/// How often a failed log tries to recover.
+const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl AuditLog {
+    /// Whether appends are accepted now; the reason when they are not (checked before a
+    /// request acts, so a full disk refuses work instead of doing it unrecorded).
+    pub fn available(&self) -> Result<(), AuditError> {
+        if !self
+            .shared
+            .unavailable
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        match &self.shared.lock().failed {
+            Some(message) => Err(AuditError::Unavailable(message.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Opens (or creates) the log in `dir`, cutting off a record torn by a crash, and starts
     /// the flusher thread.
     pub fn open(dir: &Path, signer: DigestSigner) -> Result<Self, AuditError> {
@@ -130,6 +151,7 @@ impl AuditLog {
                 failed: None,
             }),
             wake: Condvar::new(),
+            unavailable: std::sync::atomic::AtomicBool::new(false),
         });
         let flusher = {
             let shared = Arc::clone(&shared);
@@ -151,7 +173,7 @@ impl AuditLog {
         self.shared.write_record(&fields, ack)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(AuditError::Io(std::io::Error::other(message))),
+            Ok(Err(message)) => Err(AuditError::Unavailable(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
     }
@@ -184,7 +206,7 @@ impl Shared {
         let mut guard = self.lock();
         let tail = &mut *guard;
         if let Some(message) = &tail.failed {
-            return Err(AuditError::Io(std::io::Error::other(message.clone())));
+            return Err(AuditError::Unavailable(message.clone()));
         }
         if tail.closing {
             return Err(AuditError::WriterStopped);
@@ -226,12 +248,27 @@ impl Shared {
             let (acks, buffer, offset, synced) = {
                 let mut tail = self.lock();
                 while tail.waiting.is_empty() && !tail.closing {
+                    if tail.failed.is_some() {
+                        drop(tail);
+                        std::thread::sleep(RECOVERY_INTERVAL);
+                        self.try_recover(&mut allocated);
+                        tail = self.lock();
+                        continue;
+                    }
                     tail.flusher_idle = true;
                     tail = self.wake.wait(tail).unwrap_or_else(PoisonError::into_inner);
                 }
                 tail.flusher_idle = false;
                 if tail.waiting.is_empty() {
                     return; // closing, and nothing left to flush
+                }
+                if let Some(message) = tail.failed.clone() {
+                    // Chained before the failure was seen: refused, never written.
+                    for ack in std::mem::take(&mut tail.waiting) {
+                        let _ = ack.send(Err(message.clone()));
+                    }
+                    tail.pending.clear();
+                    continue;
                 }
                 let buffer = std::mem::replace(&mut tail.pending, std::mem::take(&mut spare));
                 let offset = tail.end;
@@ -248,9 +285,10 @@ impl Shared {
                 .write_all_at(&buffer, offset)
                 .and_then(|()| self.file.sync_data())
                 .map_err(|error| {
-                    let message = format!("audit log write failed: {error}; restart to recover");
-                    tracing::error!(%message, "every later request fails until the server restarts");
+                    let message = format!("audit log write failed: {error}");
+                    tracing::error!(%message, "requests are refused until the log can be written again");
                     self.lock().failed = Some(message.clone());
+                    self.unavailable.store(true, std::sync::atomic::Ordering::Relaxed);
                     message
                 });
             let buffer_len = buffer.len() as u64;
@@ -270,6 +308,36 @@ impl Shared {
             if let Err(error) = self.keep_padding_ahead(offset + buffer_len, &mut allocated) {
                 tracing::error!(%error, "could not extend the audit log's padding");
             }
+        }
+    }
+
+    /// After a failed write: re-reads the log as the file holds it, cuts a batch left
+    /// incomplete, and takes up the chain after its last complete line, once there is room
+    /// for the padding again. Until then the log stays failed and requests are refused.
+    fn try_recover(&self, allocated: &mut u64) {
+        let recovered = (|| -> Result<(u64, String, u64, u64), AuditError> {
+            let state = read_tail(&self.file)?;
+            let mut room = state.allocated;
+            self.keep_padding_ahead(state.end, &mut room)?;
+            Ok((state.seq, state.prev, state.end, room))
+        })();
+        match recovered {
+            Ok((seq, prev, end, room)) => {
+                let mut tail = self.lock();
+                for ack in std::mem::take(&mut tail.waiting) {
+                    let _ = ack.send(Err("the audit log was recovering".into()));
+                }
+                tail.pending.clear();
+                tail.seq = seq;
+                tail.prev = prev;
+                tail.end = end;
+                tail.failed = None;
+                self.unavailable
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                *allocated = room;
+                tracing::warn!(seq, "the audit log is writable again; serving resumes");
+            }
+            Err(error) => tracing::debug!(%error, "the audit log is still not writable"),
         }
     }
 
@@ -378,12 +446,33 @@ impl Tail {
 /// Anything after that line (a batch torn by a crash, which was never acknowledged) is zeroed,
 /// so it can never be read as records once new ones are written over it.
 fn recover(path: &Path) -> Result<Recovered, AuditError> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
+    let state = read_tail(&file)?;
+    Ok(Recovered {
+        file,
+        seq: state.seq,
+        prev: state.prev,
+        end: state.end,
+        allocated: state.allocated,
+    })
+}
+
+/// The chain state after the file's last complete line; anything after it is zeroed.
+struct TailState {
+    seq: u64,
+    prev: String,
+    end: u64,
+    allocated: u64,
+}
+
+fn read_tail(mut file: &File) -> Result<TailState, AuditError> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     let content = crate::chain::content(&bytes);
@@ -414,8 +503,7 @@ fn recover(path: &Path) -> Result<Recovered, AuditError> {
             (record.seq, line_hash(line))
         }
     };
-    Ok(Recovered {
-        file,
+    Ok(TailState {
         seq,
         prev,
         end: end as u64,

@@ -224,6 +224,14 @@ pub fn read_range(
 
 pub fn io_error(error: std::io::Error) -> S3Error {
     tracing::error!(%error, "object store I/O");
+    // ENOSPC, EDQUOT: a full disk is the server's condition, not the request's; nothing was
+    // stored (the partial blob is removed), and the client may retry once space frees.
+    if matches!(error.raw_os_error(), Some(28 | 122)) {
+        return S3Error::with_message(
+            s3s::S3ErrorCode::ServiceUnavailable,
+            "There is not enough free space to store the object; nothing was stored.",
+        );
+    }
     s3_error!(InternalError, "object store I/O failed")
 }
 

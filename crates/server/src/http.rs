@@ -132,6 +132,19 @@ async fn handle(
                 .headers()
                 .get(hyper::header::CONTENT_LENGTH)
                 .is_some_and(|length| length.as_bytes() != b"0");
+        if let Some(refusal) = audit_refusal(&state) {
+            let refused = atrest_s3::signature_gate::Refusal {
+                status: 503,
+                code: "ServiceUnavailable",
+                message: format!("{refusal}. The request was not served."),
+            };
+            let mut response = atrest_s3::form::refusal_response(&refused, &request_id);
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return Ok(response.map(Either::Right));
+        }
         let (parts, body) = request.into_parts();
         let slot = atrest_s3::AuditSlot::default();
         let mut response = s3_call(s3, client, &parts, body, &slot, &request_id).await;
@@ -153,8 +166,16 @@ async fn handle(
         };
         if let Err(error) = appended {
             tracing::error!(%error, "audit log append failed; failing the S3 request");
-            let mut failed = Response::new(s3s::Body::empty());
-            *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            let refused = atrest_s3::signature_gate::Refusal {
+                status: 503,
+                code: "ServiceUnavailable",
+                message: format!("{error}. The request's outcome was not recorded."),
+            };
+            let mut failed = atrest_s3::form::refusal_response(&refused, &request_id);
+            failed.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
             return Ok(failed.map(Either::Right));
         }
         // A request refused before its body was read (bad signature, access denied) leaves
@@ -191,6 +212,9 @@ async fn kms_request(
     operation: String,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
+    if let Some(refusal) = audit_refusal(state) {
+        return Shape::Kms.unavailable(&refusal);
+    }
     let (parts, body) = request.into_parts();
     let mut record = state.audit.is_some().then(|| {
         audit::start(
@@ -205,7 +229,14 @@ async fn kms_request(
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             let error = WireError::too_large(route::KMS_BODY_LIMIT);
-            return audited(state, record, Some(error.type_name), kms_error(&error)).await;
+            return audited(
+                state,
+                record,
+                Some(error.type_name),
+                kms_error(&error),
+                Shape::Kms,
+            )
+            .await;
         }
     };
     if let Some(record) = &mut record {
@@ -241,8 +272,26 @@ async fn kms_request(
         audit::add_context(record, ctx);
     }
     match result {
-        Ok(body) => audited(state, record, None, json_response(StatusCode::OK, body)).await,
-        Err(error) => audited(state, record, Some(error.type_name), kms_error(&error)).await,
+        Ok(body) => {
+            audited(
+                state,
+                record,
+                None,
+                json_response(StatusCode::OK, body),
+                Shape::Kms,
+            )
+            .await
+        }
+        Err(error) => {
+            audited(
+                state,
+                record,
+                Some(error.type_name),
+                kms_error(&error),
+                Shape::Kms,
+            )
+            .await
+        }
     }
 }
 
@@ -260,6 +309,13 @@ async fn query_request(
         Some("ec2") => (xml::EC2_NAMESPACE, "ec2.amazonaws.com"),
         _ => (xml::IAM_NAMESPACE, "iam.amazonaws.com"),
     };
+    if let Some(refusal) = audit_refusal(state) {
+        let shape = Shape::Query {
+            namespace,
+            request_id,
+        };
+        return shape.unavailable(&refusal);
+    }
     let mut record = state
         .audit
         .is_some()
@@ -272,13 +328,12 @@ async fn query_request(
                 status: 413,
                 message: "Request body too large".into(),
             };
-            return audited(
-                state,
-                record,
-                Some(&error.code),
-                query_error(&error, namespace, request_id),
-            )
-            .await;
+            let shape = Shape::Query {
+                namespace,
+                request_id,
+            };
+            let response = query_error(&error, namespace, request_id);
+            return audited(state, record, Some(&error.code), response, shape).await;
         }
     };
     let params = query::Params::parse(parts.uri.query(), &body);
@@ -323,16 +378,26 @@ async fn query_request(
         audit::add_context(record, ctx);
     }
     match result {
-        Ok(body) => audited(state, record, None, xml_response(StatusCode::OK, body)).await,
-        Err(error) => {
-            let code = error.code.clone();
+        Ok(body) => {
             audited(
                 state,
                 record,
-                Some(&code),
-                query_error(&error, namespace, request_id),
+                None,
+                xml_response(StatusCode::OK, body),
+                Shape::Query {
+                    namespace,
+                    request_id,
+                },
             )
             .await
+        }
+        Err(error) => {
+            let shape = Shape::Query {
+                namespace,
+                request_id,
+            };
+            let response = query_error(&error, namespace, request_id);
+            audited(state, record, Some(&error.code), response, shape).await
         }
     }
 }
@@ -345,6 +410,7 @@ async fn audited(
     record: Option<atrest_audit::Event>,
     error_code: Option<&str>,
     response: Response<Full<Bytes>>,
+    shape: Shape<'_>,
 ) -> Response<Full<Bytes>> {
     let (Some(log), Some(mut record)) = (&state.audit, record) else {
         return response;
@@ -354,14 +420,50 @@ async fn audited(
         Ok(()) => response,
         Err(error) => {
             tracing::error!(%error, "audit log append failed; failing the request");
-            let error = WireError {
-                type_name: "KMSInternalException",
-                status: 500,
-                message: "the audit log is unavailable".into(),
-            };
-            kms_error(&error)
+            shape.unavailable(&error)
         }
     }
+}
+
+/// The protocol a request is answered in, for errors raised outside its handler.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    Kms,
+    Query {
+        namespace: &'a str,
+        request_id: &'a str,
+    },
+}
+
+impl Shape<'_> {
+    /// 503: the audit log cannot be written (a full disk, say). Clients retry 503s; the
+    /// server takes requests again once the log recovers, within seconds of space freeing.
+    fn unavailable(self, error: &atrest_audit::AuditError) -> Response<Full<Bytes>> {
+        let message = format!("{error}. The request was not served.");
+        match self {
+            Shape::Kms => kms_error(&WireError {
+                type_name: "ServiceUnavailableException",
+                status: 503,
+                message,
+            }),
+            Shape::Query {
+                namespace,
+                request_id,
+            } => {
+                let error = QueryError {
+                    code: "ServiceUnavailable".into(),
+                    status: 503,
+                    message,
+                };
+                query_error(&error, namespace, request_id)
+            }
+        }
+    }
+}
+
+/// The audit log's refusal, if it cannot take records now: checked before a request acts.
+fn audit_refusal(state: &AppState) -> Option<atrest_audit::AuditError> {
+    state.audit.as_ref().and_then(|log| log.available().err())
 }
 
 fn query_error(error: &QueryError, namespace: &str, request_id: &str) -> Response<Full<Bytes>> {

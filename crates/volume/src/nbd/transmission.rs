@@ -180,6 +180,12 @@ fn work<W: Write>(shared: &Shared<'_, W>) -> io::Result<()> {
             Err(DiskError::OutOfRange { .. }) if request.command == CMD_TRIM => EINVAL,
             Err(DiskError::OutOfRange { .. }) => ENOSPC,
             Err(DiskError::Detached) => ESHUTDOWN,
+            // The volume store's file system is full: the client sees "no space" (what a
+            // full thin-provisioned device reports), not a generic I/O error.
+            Err(DiskError::Io(io_error)) if matches!(io_error.raw_os_error(), Some(28 | 122)) => {
+                tracing::warn!(error = %io_error, "volume write failed: the volume store is full");
+                ENOSPC
+            }
             Err(DiskError::Io(io_error)) => {
                 tracing::error!(error = %io_error, "volume I/O failed");
                 EIO
