@@ -302,6 +302,10 @@ pub struct ServeArgs {
     pub pace_window_secs: u64,
     #[arg(long, default_value_t = 16 * 1024)]
     pub min_bytes_per_window: u64,
+    /// On SIGTERM or SIGINT: stop accepting, then give requests in flight this many seconds
+    /// to finish before exiting.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
     /// Most NBD connections held at once [default: an eighth of what RLIMIT_NOFILE leaves
     /// after 64 descriptors].
     #[arg(long)]

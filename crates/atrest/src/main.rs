@@ -157,6 +157,7 @@ fn serve_opened(
         let http_limits = atrest_server::HttpLimits {
             max_connections: args.max_connections.unwrap_or(defaults.max_connections),
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             pace_window: Duration::from_secs(args.pace_window_secs.max(1)),
             min_bytes_per_window: args.min_bytes_per_window,
         };

@@ -31,7 +31,9 @@ use crate::route::{self, Endpoint};
 use crate::tls::TlsConfig;
 
 /// Serves connections from `listener` until `shutdown` resolves; HTTPS when `tls` is given.
-/// Accept errors (out of descriptors, ...) are waited out, never fatal.
+/// Accept errors (out of descriptors, ...) are waited out, never fatal. On shutdown the
+/// listener closes, idle connections close, and requests in flight get
+/// `limits.shutdown_grace` to finish before this returns.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -42,11 +44,12 @@ pub async fn serve(
     let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0));
     let connections = Acceptor::new(listener, limits.max_connections, "http");
     let limits = Arc::new(limits);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer, slot) = tokio::select! {
             accepted = connections.accept() => accepted,
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         // Without TCP_NODELAY small responses wait on Nagle + delayed ACK (~40 ms each).
         if let Err(error) = stream.set_nodelay(true) {
@@ -55,6 +58,7 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let acceptor = acceptor.clone();
         let limits = Arc::clone(&limits);
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             // The slot is held for as long as the connection lives.
             let _slot = slot;
@@ -65,20 +69,30 @@ pub async fn serve(
                     peer,
                     secure: false,
                 };
-                return serve_connection(stream, state, client, &limits, epoch).await;
+                return serve_connection(stream, state, client, &limits, epoch, stopping).await;
             };
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(stream)) => {
                     let stream = PacedIo::new(stream, &limits, epoch.clone());
                     let client = Client { peer, secure: true };
-                    serve_connection(stream, state, client, &limits, epoch).await;
+                    serve_connection(stream, state, client, &limits, epoch, stopping).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
+    let grace = limits.shutdown_grace;
+    let _ = stop.send(true);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    if !connections.drain(grace).await {
+        tracing::warn!("the shutdown grace period ended with requests still in flight");
+    }
+    Ok(())
 }
 
 /// Where a request came from, and whether it came over TLS (`aws:SecureTransport`).
@@ -94,6 +108,7 @@ async fn serve_connection<Io>(
     client: Client,
     limits: &HttpLimits,
     epoch: RequestEpoch,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -101,15 +116,29 @@ async fn serve_connection<Io>(
         epoch.next_request();
         handle(Arc::clone(&state), client, request)
     });
-    if let Err(error) = http1::Builder::new()
+    let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopped(&mut stopping) => {
+            // Finish the request in flight (if any), then close instead of keeping alive.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
         tracing::debug!(%error, peer = %client.peer, "connection ended with an error");
     }
+}
+
+/// Resolves once the server is shutting down (or the signal's sender is gone).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    // `wait_for` holds a read guard in its output; only whether it resolved matters.
+    let _ = stopping.wait_for(|stopping| *stopping).await.map(|_| ());
 }
 
 /// KMS, IAM and STS answer with buffered bodies; S3 streams.

@@ -38,6 +38,8 @@ const PACE_TICK: Duration = Duration::from_secs(1);
 pub struct HttpLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
     /// The client must send (or take) [`HttpLimits::min_bytes_per_window`] within each such
     /// span of time the server waits on it.
     pub pace_window: Duration,
@@ -49,6 +51,7 @@ impl Default for HttpLimits {
         Self {
             max_connections: default_connection_cap(3, 4),
             header_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
             pace_window: Duration::from_secs(60),
             min_bytes_per_window: 16 * 1024,
         }
@@ -85,16 +88,45 @@ pub fn open_file_limit() -> Option<u64> {
 pub struct Acceptor {
     listener: TcpListener,
     slots: Arc<Semaphore>,
+    capacity: usize,
     name: &'static str,
 }
 
 impl Acceptor {
     pub fn new(listener: TcpListener, max_connections: usize, name: &'static str) -> Self {
+        // Semaphore permits are counted in u32 when acquired together (see `drain`).
+        let capacity = max_connections.clamp(1, u32::MAX as usize >> 1);
         Self {
             listener,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
             name,
         }
+    }
+
+    /// Stops accepting (the listening socket closes, so new clients are refused at once) and
+    /// waits up to `grace` for every connection to end; false if some were still open.
+    pub async fn drain(self, grace: Duration) -> bool {
+        let Self {
+            listener,
+            slots,
+            capacity,
+            name,
+        } = self;
+        drop(listener);
+        let busy = capacity.saturating_sub(slots.available_permits());
+        if busy > 0 {
+            tracing::info!(
+                listener = name,
+                connections = busy,
+                "waiting for open connections to finish"
+            );
+        }
+        // Every slot back means every connection has ended.
+        let all = u32::try_from(capacity).unwrap_or(u32::MAX);
+        tokio::time::timeout(grace, slots.acquire_many(all))
+            .await
+            .is_ok()
     }
 
     /// The next connection and the slot it holds until it is dropped.
@@ -329,6 +361,7 @@ mod tests {
         HttpLimits {
             max_connections: 4,
             header_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
             pace_window: Duration::from_secs(window_secs),
             min_bytes_per_window: min_bytes,
         }
