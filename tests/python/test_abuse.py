@@ -447,3 +447,37 @@ def test_sigterm_lets_uploads_in_flight_finish(server):
     assert not os.listdir(server.dir / "objects" / "tmp")
     # New connections were refused while draining, and the restarted server serves.
     assert healthy(server)
+
+
+def test_finished_audit_files_are_plain_json_lines():
+    import json
+    import signal
+    import subprocess
+    server = Server("--audit-file-mib", "1")
+    try:
+        kms = server.client("kms")
+        audit = server.dir / "audit"
+        for _ in range(3000):
+            kms.list_keys()
+            if list(audit.glob("audit-*.log")):
+                break
+        finished = sorted(audit.glob("audit-*.log"))
+        assert finished, "no audit file was finished"
+        for path in finished:
+            grep = subprocess.run(["grep", "-c", "ListKeys", str(path)], capture_output=True, text=True)
+            assert grep.returncode == 0 and "Binary" not in grep.stdout + grep.stderr, grep
+            assert int(grep.stdout) > 100
+            for line in path.read_text().splitlines():
+                json.loads(line)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        active = (audit / "audit.log").read_bytes()
+        assert b"\0" not in active, "a cleanly closed audit log still holds padding"
+        grep = subprocess.run(["grep", "-c", "ListKeys", str(audit / "audit.log")], capture_output=True, text=True)
+        assert grep.returncode == 0 and "Binary" not in grep.stdout + grep.stderr, grep
+        from conftest import BINARY
+        verify = subprocess.run([str(BINARY), "audit", "verify", "--data-dir", str(server.dir)],
+                                capture_output=True, text=True, timeout=120)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        server.stop()

@@ -302,6 +302,10 @@ pub struct ServeArgs {
     pub pace_window_secs: u64,
     #[arg(long, default_value_t = 16 * 1024)]
     pub min_bytes_per_window: u64,
+    /// The active audit log file is finished (cut to plain JSON lines and renamed
+    /// `audit-<first seq>.log`) once it holds this many MiB of records.
+    #[arg(long, default_value_t = 64)]
+    pub audit_file_mib: u64,
     /// On SIGTERM or SIGINT: stop accepting, then give requests in flight this many seconds
     /// to finish before exiting.
     #[arg(long, default_value_t = 30)]

@@ -125,7 +125,8 @@ fn serve_opened(
         let audit = match args.audit_log {
             cli::AuditLogSetting::On => {
                 let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
-                Some(atrest_audit::AuditLog::open(&datadir::audit_dir(&args.data), signer)?)
+                let rotate_bytes = args.audit_file_mib.max(1) << 20;
+                Some(atrest_audit::AuditLog::open_rotating_at(&datadir::audit_dir(&args.data), signer, rotate_bytes)?)
             }
             cli::AuditLogSetting::Off => {
                 tracing::warn!("THE AUDIT LOG IS OFF (--audit-log off): no request is recorded, allowed or denied");
@@ -220,8 +221,7 @@ fn search_audit(
     data: &cli::DataDirArgs,
     filter: &atrest_audit::SearchFilter,
 ) -> Result<(), CliError> {
-    let path = datadir::audit_dir(data).join(atrest_audit::LOG_FILE);
-    for record in atrest_audit::search(&path, filter)? {
+    for record in atrest_audit::search(&datadir::audit_dir(data), filter)? {
         println!("{}", serde_json::to_string(&record).unwrap_or_default());
     }
     Ok(())

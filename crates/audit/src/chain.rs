@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 use crate::signer::DigestSigner;
-use crate::{AuditError, HEAD_FILE, LOG_FILE};
+use crate::{AuditError, HEAD_FILE};
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -49,12 +49,8 @@ impl VerifyReport {
 
 /// Checks every link of the chain, every digest, and the head.
 pub fn verify(dir: &Path, signer: &DigestSigner) -> Result<VerifyReport, AuditError> {
-    let bytes = match std::fs::read(dir.join(LOG_FILE)) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(error.into()),
-    };
-    let bytes = content(&bytes);
+    let bytes = crate::segments::read_all(dir)?;
+    let bytes = &bytes[..];
     let mut report = VerifyReport::default();
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(end) => &bytes[..=end],

@@ -7,17 +7,20 @@
 //! at that point. Every [`DIGEST_EVERY`] records (and when the log closes) a digest record
 //! carries an HMAC-SHA256, made in the HSM, over its own `seq` and `prev`: the chain cannot be
 //! rebuilt by someone without the HSM. `head.json` names the newest digest, so cutting records
-//! off the end is detected too.
+//! off the end is detected too. The log spans finished segment files and the active
+//! `audit.log` (see [`segments`]); finished files are plain JSON lines.
 
 mod bound;
 mod chain;
 mod record;
+mod segments;
 mod signer;
 mod writer;
 
 pub use bound::MAX_EVENT_BYTES;
 pub use chain::{VerifyReport, verify};
 pub use record::{Event, Record, SearchFilter, search};
+pub use segments::{ROTATE_BYTES, finished_segments, read_all};
 pub use signer::DigestSigner;
 pub use writer::AuditLog;
 
@@ -100,7 +103,7 @@ mod tests {
             key: Some("k3".into()),
             ..SearchFilter::default()
         };
-        let found = search(&dir.path().join("audit").join(LOG_FILE), &filter).unwrap();
+        let found = search(&dir.path().join("audit"), &filter).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].event.request_id, "req-3");
     }
@@ -199,6 +202,8 @@ mod tests {
         let path = dir.path().join("audit").join(LOG_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let end = chain::content(&bytes).len();
+        // A crash leaves the padding that a clean close cuts.
+        bytes.resize(end + 8192, 0);
         // A batch torn by a crash: part of a record, then a hole, then a stray later page.
         let torn = b"{\"seq\":99,\"time\":\"2026-";
         bytes[end..end + torn.len()].copy_from_slice(torn);
@@ -217,5 +222,77 @@ mod tests {
         let report = verify(&dir.path().join("audit"), &signer).unwrap();
         assert!(report.ok() && !report.torn_tail, "{report:?}");
         assert_eq!(report.records, 4);
+    }
+
+    fn event(index: usize) -> Event {
+        Event {
+            event_source: "kms".into(),
+            event_name: "CreateKey".into(),
+            request_id: format!("req-{index}"),
+            resources: vec![format!("arn:aws:kms:us-east-1:000000000000:key/k{index}")],
+            ..Event::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn files_are_finished_as_plain_json_lines_and_the_chain_runs_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer(dir.path());
+        let audit = dir.path().join("audit");
+        let log = AuditLog::open_rotating_at(&audit, signer.clone(), 4096).unwrap();
+        for index in 0..100 {
+            log.append(event(index)).await.unwrap();
+        }
+        let finished = finished_segments(&audit).unwrap();
+        assert!(finished.len() >= 3, "{finished:?}");
+        for file in &finished {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(!bytes.contains(&0), "{} holds padding", file.display());
+            assert!(bytes.ends_with(b"\n"));
+            for line in String::from_utf8(bytes).unwrap().lines() {
+                serde_json::from_str::<Record>(line).unwrap();
+            }
+        }
+        // While running, the active file is padded; once closed, it is plain too.
+        assert!(std::fs::read(audit.join(LOG_FILE)).unwrap().contains(&0));
+        drop(log);
+        assert!(!std::fs::read(audit.join(LOG_FILE)).unwrap().contains(&0));
+        let report = verify(&audit, &signer).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.records, 100);
+        let found = search(&audit, &SearchFilter::default()).unwrap();
+        assert_eq!(
+            found
+                .iter()
+                .filter(|r| r.event.event_name == "CreateKey")
+                .count(),
+            100
+        );
+
+        // Reopened, the chain goes on from the closed file; a missing active file (lost
+        // between the rename of a finished file and its replacement) continues from the
+        // newest finished one.
+        let log = AuditLog::open_rotating_at(&audit, signer.clone(), 4096).unwrap();
+        log.append(event(100)).await.unwrap();
+        drop(log);
+        std::fs::rename(
+            audit.join(LOG_FILE),
+            audit.join(segments::segment_name(u64::MAX / 2)),
+        )
+        .unwrap();
+        let log = AuditLog::open_rotating_at(&audit, signer.clone(), 4096).unwrap();
+        log.append(event(101)).await.unwrap();
+        drop(log);
+        let report = verify(&audit, &signer).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.records, 102);
+
+        // A finished file edited is found like any other edit.
+        let first = &finished_segments(&audit).unwrap()[0];
+        let text = std::fs::read_to_string(first)
+            .unwrap()
+            .replace("req-1\"", "req-X\"");
+        std::fs::write(first, text).unwrap();
+        assert!(!verify(&audit, &signer).unwrap().ok());
     }
 }

@@ -91,14 +91,14 @@ fn names_key(event: &Event, key: &str) -> bool {
     })
 }
 
-/// Records of the log at `path` that match `filter`, in order. Lines that do not parse are
-/// skipped here; `verify` is the tool that reports them.
+/// Records of the log in `dir` (every segment) that match `filter`, in order. Lines that do
+/// not parse are skipped here; `verify` is the tool that reports them.
 pub fn search(
-    path: &std::path::Path,
+    dir: &std::path::Path,
     filter: &SearchFilter,
 ) -> Result<Vec<Record>, crate::AuditError> {
-    let bytes = std::fs::read(path)?;
-    let text = String::from_utf8_lossy(crate::chain::content(&bytes)).into_owned();
+    let bytes = crate::segments::read_all(dir)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str::<Record>(line).ok())

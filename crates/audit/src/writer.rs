@@ -15,8 +15,12 @@ use tokio::sync::oneshot;
 
 use crate::chain::{GENESIS, Head, line_hash};
 use crate::record::{Event, Record};
+use crate::segments::{ROTATE_BYTES, last_finished_line, segment_name};
 use crate::signer::DigestSigner;
 use crate::{AuditError, DIGEST_EVERY, HEAD_FILE, LOG_FILE};
+
+/// The next active file, prepared before a rotation swaps it in.
+const NEXT_FILE: &str = ".audit.log.next";
 
 /// The flusher keeps at least this much zero padding past the end of the log...
 const PADDING_LOW_WATER: u64 = 1 << 20;
@@ -40,7 +44,9 @@ pub struct AuditLog {
 }
 
 struct Shared {
-    file: File,
+    /// The active file. Only the flusher thread writes it (and swaps it on rotation), so the
+    /// lock is uncontended; it exists so rotation can replace the file.
+    file: Mutex<File>,
     dir: PathBuf,
     signer: DigestSigner,
     tail: Mutex<Tail>,
@@ -48,6 +54,8 @@ struct Shared {
     wake: Condvar,
     /// Mirrors `Tail::failed.is_some()`, so every request can check it without the lock.
     unavailable: std::sync::atomic::AtomicBool,
+    /// The active file is finished once its records reach this size.
+    rotate_bytes: u64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -79,6 +87,8 @@ struct Tail {
     /// is acknowledged unrecorded) until the flusher recovers the tail from what the file
     /// holds, as a restart would, and has room for the padding again.
     failed: Option<String>,
+    /// The sequence number of the active file's first record (names it when it is finished).
+    file_first_seq: u64,
 }
 
 /// The current time as ISO 8601, formatted once per second rather than once per record.
@@ -122,8 +132,17 @@ impl AuditLog {
     }
 
     /// Opens (or creates) the log in `dir`, cutting off a record torn by a crash, and starts
-    /// the flusher thread.
+    /// the flusher thread. Files are finished at [`ROTATE_BYTES`].
     pub fn open(dir: &Path, signer: DigestSigner) -> Result<Self, AuditError> {
+        Self::open_rotating_at(dir, signer, ROTATE_BYTES)
+    }
+
+    /// [`AuditLog::open`], finishing each file once it holds `rotate_bytes` of records.
+    pub fn open_rotating_at(
+        dir: &Path,
+        signer: DigestSigner,
+        rotate_bytes: u64,
+    ) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)?;
         let Recovered {
             file,
@@ -131,9 +150,10 @@ impl AuditLog {
             prev,
             end,
             allocated,
-        } = recover(&dir.join(LOG_FILE))?;
+            first_seq,
+        } = recover(dir)?;
         let shared = Arc::new(Shared {
-            file,
+            file: Mutex::new(file),
             dir: dir.to_path_buf(),
             signer,
             tail: Mutex::new(Tail {
@@ -149,9 +169,11 @@ impl AuditLog {
                 flusher_idle: false,
                 closing: false,
                 failed: None,
+                file_first_seq: first_seq,
             }),
             wake: Condvar::new(),
             unavailable: std::sync::atomic::AtomicBool::new(false),
+            rotate_bytes: rotate_bytes.max(1),
         });
         let flusher = {
             let shared = Arc::clone(&shared);
@@ -280,11 +302,12 @@ impl Shared {
                     (tail.seq, tail.prev.clone(), tail.since_digest == 0),
                 )
             };
-            let result = self
-                .file
-                .write_all_at(&buffer, offset)
-                .and_then(|()| self.file.sync_data())
-                .map_err(|error| {
+            let result = {
+                let file = self.active_file();
+                file.write_all_at(&buffer, offset)
+                    .and_then(|()| file.sync_data())
+            }
+            .map_err(|error| {
                     let message = format!("audit log write failed: {error}");
                     tracing::error!(%message, "requests are refused until the log can be written again");
                     self.lock().failed = Some(message.clone());
@@ -305,8 +328,76 @@ impl Shared {
                     tracing::error!(%error, "could not update the audit head");
                 }
             }
-            if let Err(error) = self.keep_padding_ahead(offset + buffer_len, &mut allocated) {
+            let written_end = offset + buffer_len;
+            if result.is_ok() && self.rotate_if_due(written_end, seq, &mut allocated) {
+                continue; // the new file comes padded
+            }
+            if let Err(error) = self.keep_padding_ahead(written_end, &mut allocated) {
                 tracing::error!(%error, "could not extend the audit log's padding");
+            }
+        }
+    }
+
+    fn active_file(&self) -> MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Finishes the active file once it is past its rotation size: the next file is prepared
+    /// (padded and synced) first, so a full disk only postpones the rotation; then the active
+    /// file is cut to its records, renamed after its first record, and replaced. Holds the
+    /// tail lock throughout, so no record is chained onto a file being swapped.
+    /// `written_seq` is the last record written.
+    fn rotate_if_due(&self, written_end: u64, written_seq: u64, allocated: &mut u64) -> bool {
+        if written_end < self.rotate_bytes {
+            return false;
+        }
+        let next = self.dir.join(NEXT_FILE);
+        let prepared = (|| -> std::io::Result<File> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&next)?;
+            file.write_all_at(&vec![0u8; PADDING_STEP as usize], 0)?;
+            file.sync_all()?;
+            Ok(file)
+        })();
+        let next_file = match prepared {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, "could not start a new audit file; rotation postponed");
+                let _ = std::fs::remove_file(&next);
+                return false;
+            }
+        };
+        let mut tail = self.lock();
+        let finished = self.dir.join(segment_name(tail.file_first_seq));
+        let swapped = (|| -> std::io::Result<()> {
+            let mut file = self.active_file();
+            file.set_len(tail.end)?;
+            file.sync_all()?;
+            std::fs::rename(self.dir.join(LOG_FILE), &finished)?;
+            std::fs::rename(&next, self.dir.join(LOG_FILE))?;
+            File::open(&self.dir)?.sync_all()?;
+            *file = next_file;
+            Ok(())
+        })();
+        match swapped {
+            Ok(()) => {
+                tail.end = 0;
+                tail.file_first_seq = written_seq + 1;
+                *allocated = PADDING_STEP;
+                tracing::info!(finished = %finished.display(), "audit log file finished; a new one continues the chain");
+                true
+            }
+            Err(error) => {
+                let message = format!("audit log rotation failed: {error}");
+                tracing::error!(%message, "requests are refused until the log can be written again");
+                tail.failed = Some(message);
+                self.unavailable
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                false
             }
         }
     }
@@ -316,7 +407,7 @@ impl Shared {
     /// for the padding again. Until then the log stays failed and requests are refused.
     fn try_recover(&self, allocated: &mut u64) {
         let recovered = (|| -> Result<(u64, String, u64, u64), AuditError> {
-            let state = read_tail(&self.file)?;
+            let state = chain_state(&self.dir, &self.active_file())?;
             let mut room = state.allocated;
             self.keep_padding_ahead(state.end, &mut room)?;
             Ok((state.seq, state.prev, state.end, room))
@@ -349,8 +440,9 @@ impl Shared {
         }
         let from = (*allocated).max(written_end);
         let zeros = vec![0u8; usize::try_from(PADDING_STEP).unwrap_or(0)];
-        self.file.write_all_at(&zeros, from)?;
-        self.file.sync_all()?;
+        let file = self.active_file();
+        file.write_all_at(&zeros, from)?;
+        file.sync_all()?;
         *allocated = from + PADDING_STEP;
         Ok(())
     }
@@ -364,10 +456,14 @@ impl Shared {
         if tail.since_digest > 0 {
             let mut buffer = Vec::new();
             tail.push_digest(&self.signer, &mut buffer)?;
-            self.file.write_all_at(&buffer, tail.end)?;
+            self.active_file().write_all_at(&buffer, tail.end)?;
             tail.end += buffer.len() as u64;
-            self.file.sync_data()?;
         }
+        // A cleanly closed file is plain JSON lines: the padding goes.
+        let file = self.active_file();
+        file.set_len(tail.end)?;
+        file.sync_all()?;
+        drop(file);
         self.write_head(tail.seq, &tail.prev)
     }
 
@@ -445,21 +541,46 @@ impl Tail {
 /// Opens the log for writing after its last complete line, returning the chain state there.
 /// Anything after that line (a batch torn by a crash, which was never acknowledged) is zeroed,
 /// so it can never be read as records once new ones are written over it.
-fn recover(path: &Path) -> Result<Recovered, AuditError> {
+fn recover(dir: &Path) -> Result<Recovered, AuditError> {
+    // A next file prepared for a rotation that did not complete.
+    match std::fs::remove_file(dir.join(NEXT_FILE)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+        _ => {}
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)?;
-    let state = read_tail(&file)?;
+        .open(dir.join(LOG_FILE))?;
+    let state = chain_state(dir, &file)?;
     Ok(Recovered {
         file,
         seq: state.seq,
         prev: state.prev,
         end: state.end,
         allocated: state.allocated,
+        first_seq: state.first_seq,
     })
+}
+
+/// The chain state at the end of the active file or, when it holds no record yet (just
+/// rotated, or lost mid-rotation), at the end of the newest finished file.
+fn chain_state(dir: &Path, file: &File) -> Result<TailState, AuditError> {
+    let mut state = read_tail(file)?;
+    if state.end == 0
+        && let Some(line) = last_finished_line(dir)?
+    {
+        let record: Record =
+            serde_json::from_slice(&line).map_err(|error| AuditError::Corrupt {
+                line: 0,
+                detail: format!("the last record of the newest finished audit file: {error}"),
+            })?;
+        state.seq = record.seq;
+        state.prev = line_hash(&line);
+        state.first_seq = record.seq + 1;
+    }
+    Ok(state)
 }
 
 /// The chain state after the file's last complete line; anything after it is zeroed.
@@ -468,6 +589,8 @@ struct TailState {
     prev: String,
     end: u64,
     allocated: u64,
+    /// The file's first record's sequence number (the next one, if it has none).
+    first_seq: u64,
 }
 
 fn read_tail(mut file: &File) -> Result<TailState, AuditError> {
@@ -503,11 +626,17 @@ fn read_tail(mut file: &File) -> Result<TailState, AuditError> {
             (record.seq, line_hash(line))
         }
     };
+    let first_seq = bytes[..end]
+        .split(|b| *b == b'\n')
+        .find(|line| !line.is_empty())
+        .and_then(|line| serde_json::from_slice::<Record>(line).ok())
+        .map_or(seq + 1, |record| record.seq);
     Ok(TailState {
         seq,
         prev,
         end: end as u64,
         allocated: bytes.len() as u64,
+        first_seq,
     })
 }
 
@@ -517,6 +646,7 @@ struct Recovered {
     prev: String,
     end: u64,
     allocated: u64,
+    first_seq: u64,
 }
 
 /// The event's JSON members without the enclosing braces.
