@@ -25,7 +25,7 @@ use s3s::StdError;
 use s3s::stream::ByteStream;
 
 use crate::host::BucketDomains;
-use crate::signature_gate::Refusal;
+use crate::signature_gate::{Refusal, now, xml_escape};
 use multipart::{Event, FormError, FormParser};
 use policy::PostPolicy;
 
@@ -569,19 +569,6 @@ fn encode_key(key: &str) -> String {
 
 fn query_encode(text: &str) -> String {
     encode_key(text).replace('/', "%2F")
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn now() -> i64 {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
