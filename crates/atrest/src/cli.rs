@@ -430,14 +430,18 @@ pub enum HsmCommand {
         #[arg(long)]
         backup: PathBuf,
     },
-    /// Destroy the HSM root key: every key in this data dir becomes unrecoverable. A
-    /// passphrase keystore needs its officer.
+    /// Destroy the HSM root key: every key in this data dir becomes unrecoverable. Refused
+    /// while a server uses the data dir; a passphrase keystore needs its officer; asks for
+    /// the data dir's path to be typed back, unless --yes.
     Zeroize {
         #[arg(long, default_value = "./atrest-data", env = "ATREST_DATA_DIR")]
         data_dir: PathBuf,
         /// File holding the officer's passphrase (else ATREST_HSM_OFFICER_PASSPHRASE).
         #[arg(long)]
         officer_passphrase_file: Option<PathBuf>,
+        /// Confirm without a prompt (for scripts).
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -72,11 +72,25 @@ pub fn run(command: HsmCommand) -> Result<(), CliError> {
         HsmCommand::Zeroize {
             data_dir,
             officer_passphrase_file,
+            yes,
         } => {
             let args = OfficerArgs {
                 officer_passphrase_file,
             };
-            let officer = officer_passphrase(&args).ok();
+            // The server's lock: it holds the metadata store open (redb's exclusive lock).
+            let _in_use_guard = exclusive_use(&data_dir, "zeroize the HSM")?;
+            let keystore = SoftwareHsm::status(&hsm_dir(&data_dir))?;
+            let officer = match keystore.mode {
+                // A passphrase keystore always asks its officer, whatever its state.
+                "passphrase" => Some(officer_passphrase(&args)?),
+                _ => None,
+            };
+            if keystore.mode == "passphrase"
+                && let Some(officer) = &officer
+            {
+                officer::authenticate(&hsm_dir(&data_dir), officer)?;
+            }
+            confirm_zeroize(&data_dir, yes)?;
             officer::zeroize(&hsm_dir(&data_dir), officer.as_ref())?;
             eprintln!(
                 "atrest: the HSM root key in {} is destroyed; every key in this data dir is now unrecoverable",
@@ -84,6 +98,59 @@ pub fn run(command: HsmCommand) -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+/// Refuses while a server (or another command) uses `data_dir`: the pid file names a live
+/// server, or the metadata store's exclusive lock is held. The returned handle keeps that
+/// lock for the caller's work.
+fn exclusive_use(data_dir: &Path, what: &str) -> Result<Option<redb::Database>, CliError> {
+    if let Some(pid) = running_server(data_dir) {
+        return Err(CliError::Config(format!(
+            "cannot {what}: atrest serve (pid {pid}) is using {}; stop it first",
+            data_dir.display()
+        )));
+    }
+    let store = data_dir.join("metadata.redb");
+    if !store.exists() {
+        return Ok(None);
+    }
+    redb::Database::open(&store).map(Some).map_err(|error| {
+        CliError::Config(format!(
+            "cannot {what}: the metadata store in {} is in use ({error}); stop the server first",
+            data_dir.display()
+        ))
+    })
+}
+
+/// Zeroizing cannot be undone: `--yes`, or the data dir's path typed back at a terminal.
+fn confirm_zeroize(data_dir: &Path, yes: bool) -> Result<(), CliError> {
+    if yes {
+        return Ok(());
+    }
+    let refused = || {
+        CliError::Config(
+            "zeroize not confirmed: it destroys every key in the data dir for good; pass --yes, \
+             or run it at a terminal and type the data dir's path"
+                .into(),
+        )
+    };
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(refused());
+    }
+    eprint!(
+        "This destroys the HSM root key: every key and object in {} becomes unrecoverable.\n\
+         Type the data dir's path to confirm: ",
+        data_dir.display()
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|error| CliError::Config(format!("reading the confirmation: {error}")))?;
+    if answer.trim() == data_dir.display().to_string() {
+        Ok(())
+    } else {
+        Err(refused())
     }
 }
 
@@ -110,8 +177,11 @@ fn status(data_dir: &Path) -> Result<(), CliError> {
         serde_json::to_value(&keystore).map_err(|error| CliError::Config(error.to_string()))?;
     if let Some(object) = value.as_object_mut() {
         object.insert("backend".into(), "software".into());
-        // "Unsealed" is a property of a process: the server holds the root key in memory.
-        object.insert("unsealed".into(), server_pid.is_some().into());
+        // One state: the keystore file is sealed at rest, but while a server holds the root
+        // key in memory the HSM is unsealed (a property of that process).
+        if keystore.state == "sealed" && server_pid.is_some() {
+            object.insert("state".into(), "unsealed".into());
+        }
         object.insert("server_pid".into(), server_pid.into());
     }
     println!(

@@ -102,8 +102,24 @@ async fn a_tampered_keystore_refuses_to_unseal_with_a_clear_error() {
 async fn zeroize_makes_every_key_unrecoverable_and_the_server_says_so() {
     let mut server = Server::start();
     server.client().create_key().send().await.unwrap();
+    // Refused while the server uses the data dir, confirmed or not.
+    let running = server.run_cli(&["hsm", "zeroize", "--yes"]);
+    let stderr = String::from_utf8_lossy(&running.stderr);
+    assert!(
+        !running.status.success() && stderr.contains("stop it first"),
+        "{stderr}"
+    );
+    server.client().create_key().send().await.unwrap();
     server.kill9();
-    let output = server.run_cli(&["hsm", "zeroize"]);
+    // Not confirmed (no --yes, and no terminal to type the path at): refused.
+    let unconfirmed = server.run_cli(&["hsm", "zeroize"]);
+    let stderr = String::from_utf8_lossy(&unconfirmed.stderr);
+    assert!(
+        !unconfirmed.status.success() && stderr.contains("not confirmed"),
+        "{stderr}"
+    );
+    assert!(server.data_dir().join("hsm/dev-unseal.key").exists());
+    let output = server.run_cli(&["hsm", "zeroize", "--yes"]);
     assert!(
         output.status.success(),
         "{}",
