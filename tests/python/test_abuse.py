@@ -481,3 +481,65 @@ def test_finished_audit_files_are_plain_json_lines():
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
         server.stop()
+
+
+def test_a_deleted_or_replaced_audit_log_is_noticed_and_only_an_audited_reset_starts_over():
+    """Issue 24 item 2: the chain's head is anchored in the metadata store."""
+    import shutil
+    import signal
+    import subprocess
+    from conftest import BINARY
+
+    def cli(*args):
+        return subprocess.run([str(BINARY), *args, "--data-dir", str(server.dir)],
+                              capture_output=True, text=True, timeout=120)
+
+    server = Server()
+    try:
+        kms = server.client("kms")
+        kms.create_key()
+        audit = server.dir / "audit"
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        old_copy = server.dir.parent / f"{server.dir.name}-old-audit"
+        shutil.copytree(audit, old_copy)
+        server.start()
+        for _ in range(5):
+            kms.list_keys()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        assert cli("audit", "verify").returncode == 0
+
+        # An older copy of the log put back: refused at start, reported by verify.
+        shutil.rmtree(audit)
+        shutil.copytree(old_copy, audit)
+        verify = cli("audit", "verify")
+        said = verify.stdout + verify.stderr
+        assert verify.returncode != 0 and ("replaced" in said or "missing or cut short" in said), said
+        with pytest.raises(AssertionError):
+            server.start()
+        log = server.log.name
+        assert "atrest audit reset" in open(log).read()
+
+        # The whole log deleted: the same.
+        shutil.rmtree(audit)
+        verify = cli("audit", "verify")
+        assert verify.returncode != 0 and "missing" in verify.stdout + verify.stderr, verify
+        with pytest.raises(AssertionError):
+            server.start()
+
+        # Only the reset starts a new chain, and says so in its first record.
+        unconfirmed = cli("audit", "reset", "--reason", "test")
+        assert unconfirmed.returncode != 0
+        reset = cli("audit", "reset", "--reason", "restored from a backup without its log", "--yes")
+        assert reset.returncode == 0, reset.stderr
+        server.start()
+        server.client("kms").list_keys()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        assert cli("audit", "verify").returncode == 0
+        search = cli("audit", "search")
+        first = search.stdout.splitlines()[0]
+        assert "AuditChainReset" in first and "restored from a backup" in first, first
+    finally:
+        server.stop()

@@ -221,6 +221,23 @@ pub enum AuditCommand {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// Start a new audit chain over a lost or replaced one (say, after restoring a data dir
+    /// without its log). The server refuses to start until this is run; the old files are
+    /// kept in `audit/replaced-<time>/`, and the new chain's first record says what was
+    /// lost. A passphrase keystore needs its officer; the server must be stopped.
+    Reset {
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// File holding the officer's passphrase (else ATREST_HSM_OFFICER_PASSPHRASE).
+        #[arg(long)]
+        officer_passphrase_file: Option<PathBuf>,
+        /// Why: recorded in the new chain's first record.
+        #[arg(long)]
+        reason: String,
+        /// Confirm without a prompt.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print matching records as JSON lines.
     Search {
         #[command(flatten)]

@@ -253,10 +253,97 @@ fn restore(data_dir: &Path, officer: &SecretBytes, from: &Path) -> Result<(), Cl
     }
     // The restored keystore must open for the officer who made the backup.
     officer::authenticate(&hsm_dir(data_dir), officer)?;
+    // The audit log is not in a backup: the restored data dir starts a new chain.
+    let database = redb::Database::open(data_dir.join("metadata.redb"))
+        .map_err(|error| CliError::Config(format!("opening the restored metadata: {error}")))?;
+    crate::audit_anchor::clear(&database).map_err(CliError::Config)?;
     eprintln!(
         "atrest: restored {} files into {}",
         entries.len(),
         data_dir.display()
     );
     Ok(())
+}
+
+/// `atrest audit reset`: the old files go aside, a new chain starts, and its first record
+/// names the record the metadata store had anchored and the operator's reason.
+pub fn reset_audit(
+    data: &crate::cli::DataDirArgs,
+    officer_passphrase_file: Option<PathBuf>,
+    reason: &str,
+    yes: bool,
+) -> Result<(), CliError> {
+    let data_dir = &data.data_dir;
+    let database = exclusive_use(data_dir, "reset the audit log")?.ok_or_else(|| {
+        CliError::Config(format!("{} holds no metadata store", data_dir.display()))
+    })?;
+    let keystore = SoftwareHsm::status(&hsm_dir(data_dir))?;
+    if keystore.mode == "passphrase" {
+        let officer = officer_passphrase(&OfficerArgs {
+            officer_passphrase_file,
+        })?;
+        officer::authenticate(&hsm_dir(data_dir), &officer)?;
+    }
+    if !yes {
+        return Err(CliError::Config(
+            "audit reset not confirmed: it starts a new chain over the old one; pass --yes".into(),
+        ));
+    }
+    let anchored = crate::audit_anchor::load(&database).map_err(CliError::Config)?;
+    let audit = crate::datadir::audit_dir(data);
+    let aside = audit.join(format!("replaced-{}", unix_seconds()));
+    if audit.exists() {
+        fs::create_dir_all(&aside).map_err(|error| CliError::io(&aside, error))?;
+        for entry in fs::read_dir(&audit).map_err(|error| CliError::io(&audit, error))? {
+            let entry = entry.map_err(|error| CliError::io(&audit, error))?;
+            let name = entry.file_name();
+            // Earlier replaced chains stay where they are; the digest key stays for both.
+            let keep =
+                name.to_string_lossy().starts_with("replaced-") || name == "digest-key.wrapped";
+            if !keep {
+                fs::rename(entry.path(), aside.join(&name))
+                    .map_err(|error| CliError::io(&entry.path(), error))?;
+            }
+        }
+    }
+    crate::audit_anchor::clear(&database).map_err(CliError::Config)?;
+    let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> = std::sync::Arc::new(
+        crate::audit_anchor::RedbAnchor(std::sync::Arc::new(database)),
+    );
+    let hsm = crate::datadir::open_hsm(data)?;
+    let signer = atrest_audit::DigestSigner::open(&audit, hsm)?;
+    let log = atrest_audit::AuditLog::open_anchored(
+        &audit,
+        signer,
+        atrest_audit::ROTATE_BYTES,
+        Some(anchor),
+    )?;
+    let event = atrest_audit::Event {
+        event_source: "atrest".into(),
+        event_name: "AuditChainReset".into(),
+        request_parameters: Some(serde_json::json!({
+            "reason": reason,
+            "previousAnchoredSeq": anchored.as_ref().map(|head| head.seq),
+            "previousAnchoredHash": anchored.as_ref().map(|head| head.hash.clone()),
+            "previousFilesKeptIn": aside.display().to_string(),
+        })),
+        ..atrest_audit::Event::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|error| CliError::Config(error.to_string()))?;
+    runtime.block_on(log.append(event))?;
+    drop(log);
+    eprintln!(
+        "atrest: a new audit chain starts in {}; the old files are in {}",
+        audit.display(),
+        aside.display()
+    );
+    Ok(())
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }

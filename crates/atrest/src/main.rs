@@ -1,5 +1,6 @@
 //! `atrest`: parses the command line and wires the crates together; nothing else.
 
+mod audit_anchor;
 mod cli;
 mod datadir;
 mod envelope;
@@ -44,6 +45,12 @@ fn main() -> ExitCode {
         }) => add_user(&name, &data, access_key_id, secret_access_key),
         Command::Hsm(command) => hsm::run(command),
         Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data),
+        Command::Audit(AuditCommand::Reset {
+            data,
+            officer_passphrase_file,
+            reason,
+            yes,
+        }) => hsm::reset_audit(&data, officer_passphrase_file, &reason, yes),
         Command::Audit(AuditCommand::Search {
             data,
             key,
@@ -126,7 +133,8 @@ fn serve_opened(
             cli::AuditLogSetting::On => {
                 let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
                 let rotate_bytes = args.audit_file_mib.max(1) << 20;
-                Some(atrest_audit::AuditLog::open_rotating_at(&datadir::audit_dir(&args.data), signer, rotate_bytes)?)
+                let anchor: Arc<dyn atrest_audit::HeadAnchor> = Arc::new(audit_anchor::RedbAnchor(Arc::clone(&opened.database)));
+                Some(atrest_audit::AuditLog::open_anchored(&datadir::audit_dir(&args.data), signer, rotate_bytes, Some(anchor))?)
             }
             cli::AuditLogSetting::Off => {
                 tracing::warn!("THE AUDIT LOG IS OFF (--audit-log off): no request is recorded, allowed or denied");
@@ -194,7 +202,18 @@ fn add_user(
 fn verify_audit(data: &cli::DataDirArgs) -> Result<(), CliError> {
     let signer =
         atrest_audit::DigestSigner::open(&datadir::audit_dir(data), datadir::open_hsm(data)?)?;
-    let report = atrest_audit::verify(&datadir::audit_dir(data), &signer)?;
+    // The anchor is read from the metadata store when no server holds it open.
+    let anchored = match redb::Database::open(data.data_dir.join("metadata.redb")) {
+        Ok(database) => audit_anchor::load(&database).map_err(CliError::Config)?,
+        Err(_) => {
+            eprintln!(
+                "atrest: the metadata store is in use; the log is checked without its anchor"
+            );
+            None
+        }
+    };
+    let report =
+        atrest_audit::verify_anchored(&datadir::audit_dir(data), &signer, anchored.as_ref())?;
     let torn = if report.torn_tail {
         " (an unacknowledged record cut by a crash is ignored)"
     } else {

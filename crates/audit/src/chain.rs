@@ -49,6 +49,15 @@ impl VerifyReport {
 
 /// Checks every link of the chain, every digest, and the head.
 pub fn verify(dir: &Path, signer: &DigestSigner) -> Result<VerifyReport, AuditError> {
+    verify_anchored(dir, signer, None)
+}
+
+/// [`verify`], and that the log reaches the head the metadata store anchors.
+pub fn verify_anchored(
+    dir: &Path,
+    signer: &DigestSigner,
+    anchor: Option<&crate::Anchored>,
+) -> Result<VerifyReport, AuditError> {
     let bytes = crate::segments::read_all(dir)?;
     let bytes = &bytes[..];
     let mut report = VerifyReport::default();
@@ -84,6 +93,11 @@ pub fn verify(dir: &Path, signer: &DigestSigner) -> Result<VerifyReport, AuditEr
         expected_seq += 1;
     }
     report.first_problem = check_head(dir, signer, expected_seq - 1, &prev, complete)?;
+    if report.first_problem.is_none()
+        && let Some(anchor) = anchor
+    {
+        report.first_problem = crate::anchor::check(complete, anchor);
+    }
     Ok(report)
 }
 

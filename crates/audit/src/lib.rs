@@ -10,6 +10,7 @@
 //! off the end is detected too. The log spans finished segment files and the active
 //! `audit.log` (see [`segments`]); finished files are plain JSON lines.
 
+pub mod anchor;
 mod bound;
 mod chain;
 mod record;
@@ -17,8 +18,9 @@ mod segments;
 mod signer;
 mod writer;
 
+pub use anchor::{Anchored, HeadAnchor};
 pub use bound::MAX_EVENT_BYTES;
-pub use chain::{VerifyReport, verify};
+pub use chain::{VerifyReport, verify, verify_anchored};
 pub use record::{Event, Record, SearchFilter, search};
 pub use segments::{ROTATE_BYTES, finished_segments, read_all};
 pub use signer::DigestSigner;
@@ -42,6 +44,9 @@ pub enum AuditError {
     Unavailable(String),
     #[error("audit digest key: {0}")]
     Key(String),
+    /// The log does not reach the head the metadata store anchors (see [`anchor`]).
+    #[error("{0}")]
+    Anchor(String),
     #[error("the audit log is corrupt at line {line}: {detail}")]
     Corrupt { line: u64, detail: String },
 }
@@ -294,5 +299,62 @@ mod tests {
             .replace("req-1\"", "req-X\"");
         std::fs::write(first, text).unwrap();
         assert!(!verify(&audit, &signer).unwrap().ok());
+    }
+
+    #[derive(Default)]
+    struct MemoryAnchor(std::sync::Mutex<Option<Anchored>>);
+
+    impl HeadAnchor for MemoryAnchor {
+        fn load(&self) -> Result<Option<Anchored>, String> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn store(&self, head: &Anchored) -> Result<(), String> {
+            *self.0.lock().unwrap() = Some(head.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_that_does_not_reach_its_anchor_is_refused_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer(dir.path());
+        let audit = dir.path().join("audit");
+        let anchor = Arc::new(MemoryAnchor::default());
+        let open = |anchor: &Arc<MemoryAnchor>| {
+            let anchor: Arc<dyn HeadAnchor> = anchor.clone();
+            AuditLog::open_anchored(&audit, signer.clone(), ROTATE_BYTES, Some(anchor))
+        };
+        let log = open(&anchor).unwrap();
+        for index in 0..3 {
+            log.append(event(index)).await.unwrap();
+        }
+        drop(log);
+        let anchored = anchor.load().unwrap().expect("anchored on close");
+        assert!(anchored.seq >= 3);
+        let report = verify_anchored(&audit, &signer, Some(&anchored)).unwrap();
+        assert!(report.ok(), "{report:?}");
+
+        // Another log, valid on its own, in place of this one.
+        let saved = std::fs::read(audit.join(LOG_FILE)).unwrap();
+        let head = std::fs::read(audit.join(HEAD_FILE)).unwrap();
+        std::fs::remove_file(audit.join(LOG_FILE)).unwrap();
+        std::fs::remove_file(audit.join(HEAD_FILE)).unwrap();
+        let report = verify_anchored(&audit, &signer, Some(&anchored)).unwrap();
+        assert!(report.first_problem.unwrap().contains("missing"));
+        let refused = open(&anchor).unwrap_err();
+        assert!(
+            refused.to_string().contains("atrest audit reset"),
+            "{refused}"
+        );
+        // The log put back without its last record (an older copy): refused too.
+        let text = String::from_utf8(saved).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let older = lines[..lines.len() - 1].join("\n") + "\n";
+        std::fs::write(audit.join(LOG_FILE), older).unwrap();
+        std::fs::write(audit.join(HEAD_FILE), &head).unwrap();
+        assert!(open(&anchor).is_err());
+        // Put back whole, it opens again.
+        std::fs::write(audit.join(LOG_FILE), text).unwrap();
+        drop(open(&anchor).unwrap());
     }
 }

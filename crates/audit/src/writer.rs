@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
+use crate::anchor::{Anchored, HeadAnchor};
 use crate::chain::{GENESIS, Head, line_hash};
 use crate::record::{Event, Record};
 use crate::segments::{ROTATE_BYTES, last_finished_line, segment_name};
@@ -56,6 +57,8 @@ struct Shared {
     unavailable: std::sync::atomic::AtomicBool,
     /// The active file is finished once its records reach this size.
     rotate_bytes: u64,
+    /// Where every head is also kept, outside the log directory.
+    anchor: Option<Arc<dyn HeadAnchor>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -143,6 +146,17 @@ impl AuditLog {
         signer: DigestSigner,
         rotate_bytes: u64,
     ) -> Result<Self, AuditError> {
+        Self::open_anchored(dir, signer, rotate_bytes, None)
+    }
+
+    /// [`AuditLog::open_rotating_at`], refusing a log that does not reach the head `anchor`
+    /// holds, and keeping the anchor up to date with every head written.
+    pub fn open_anchored(
+        dir: &Path,
+        signer: DigestSigner,
+        rotate_bytes: u64,
+        anchor: Option<Arc<dyn HeadAnchor>>,
+    ) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir)?;
         let Recovered {
             file,
@@ -152,6 +166,19 @@ impl AuditLog {
             allocated,
             first_seq,
         } = recover(dir)?;
+        if let Some(anchor) = &anchor {
+            let anchored = anchor.load().map_err(AuditError::Anchor)?;
+            if let Some(anchored) = anchored
+                && !(anchored.seq == seq && anchored.hash == prev)
+            {
+                // Behind the log's end is normal after a crash (the anchor lags the head);
+                // anything else means the log lost records or was replaced.
+                let log = crate::segments::read_all(dir)?;
+                if let Some(problem) = crate::anchor::check(&log, &anchored) {
+                    return Err(crate::anchor::refuse(problem));
+                }
+            }
+        }
         let shared = Arc::new(Shared {
             file: Mutex::new(file),
             dir: dir.to_path_buf(),
@@ -174,6 +201,7 @@ impl AuditLog {
             wake: Condvar::new(),
             unavailable: std::sync::atomic::AtomicBool::new(false),
             rotate_bytes: rotate_bytes.max(1),
+            anchor,
         });
         let flusher = {
             let shared = Arc::clone(&shared);
@@ -479,6 +507,13 @@ impl Shared {
         let temp = self.dir.join(format!(".{HEAD_FILE}.tmp"));
         std::fs::write(&temp, text)?;
         std::fs::rename(temp, self.dir.join(HEAD_FILE))?;
+        if let Some(anchor) = &self.anchor {
+            let anchored = Anchored {
+                seq,
+                hash: prev.to_owned(),
+            };
+            anchor.store(&anchored).map_err(AuditError::Anchor)?;
+        }
         Ok(())
     }
 }
