@@ -78,6 +78,13 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
         .with_pkcs11_module(args.pkcs11_module.clone())
         .with_key_store_pin_dir(args.key_store_pin_dir.clone()),
     );
+    let bound = kms.bind_stored_principals()?;
+    if bound > 0 {
+        tracing::info!(
+            keys = bound,
+            "bound the IAM users named by stored key policies and grants to their unique ids"
+        );
+    }
     let new_root = ensure_root(&kms, dir)?;
     Ok(Opened {
         kms,

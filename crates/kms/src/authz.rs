@@ -13,6 +13,9 @@ use crate::model::{GrantRecord, KeyRecord};
 use crate::principals::Caller;
 use crate::{Kms, KmsError};
 
+/// The binding of a principal that did not exist: matches no caller (ids are base32).
+pub(crate) const NO_SUCH_USER: &str = "AIDA-NO-SUCH-USER";
+
 /// Parsed policies kept in memory, by their text.
 const POLICY_CACHE_CAPACITY: usize = 10_000;
 
@@ -309,11 +312,120 @@ impl Kms {
 
     pub(crate) fn key_policy(&self, record: &KeyRecord) -> Result<Arc<Policy>, KmsError> {
         match &record.policy {
-            Some(text) => record
-                .parsed_policy
-                .get_or_try_init(|| self.parsed_policy(text, true)),
+            Some(text) => record.parsed_policy.get_or_try_init(|| {
+                let parsed = self.parsed_policy(text, true)?;
+                Ok(match record.principal_ids.is_empty() {
+                    true => parsed,
+                    false => Arc::new(parsed.bind_principals(&record.principal_ids)),
+                })
+            }),
             None => Ok(Arc::clone(&self.policies.default_key_policy)),
         }
+    }
+
+    /// The unique id of every IAM user of this account that `policy` names, as AWS resolves
+    /// principals when a policy is stored; a user that does not exist makes the policy
+    /// invalid (AWS: "invalid principals").
+    pub fn resolve_principal_ids(
+        &self,
+        policy: &Policy,
+    ) -> Result<std::collections::BTreeMap<String, String>, KmsError> {
+        let mut ids = std::collections::BTreeMap::new();
+        let own = format!("arn:aws:iam::{}:user/", self.account);
+        for arn in policy.user_principal_arns() {
+            let Some(name) = arn.strip_prefix(&own) else {
+                continue; // another account's user: not ours to resolve
+            };
+            let user = self.store.user(name)?.ok_or_else(|| {
+                KmsError::MalformedPolicyDocument(
+                    "Policy contains a statement with one or more invalid principals.".into(),
+                )
+            })?;
+            ids.insert(arn.to_owned(), user.user_id);
+        }
+        Ok(ids)
+    }
+
+    /// Binds the principals of keys stored before policies and grants were bound to unique
+    /// ids (a data dir from an earlier atrest), to the users they name now; a user that no
+    /// longer exists is bound to no one. Run at start; returns how many keys it changed.
+    pub fn bind_stored_principals(&self) -> Result<usize, KmsError> {
+        let mut changed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.keys_after(after.as_deref(), 100)?;
+            let Some(last) = page.last() else {
+                return Ok(changed);
+            };
+            after = Some(last.key_id.clone());
+            for record in &page {
+                let unbound_policy = record.principal_ids.is_empty()
+                    && record
+                        .policy
+                        .as_ref()
+                        .is_some_and(|text| text.contains(":user/"));
+                let unbound_grant = record
+                    .grants
+                    .iter()
+                    .any(|grant| grant.grantee_id.is_none() && grant.grantee.contains(":user/"));
+                if !unbound_policy && !unbound_grant {
+                    continue;
+                }
+                let mut ids = std::collections::BTreeMap::new();
+                if let Some(text) = record.policy.as_deref().filter(|_| unbound_policy) {
+                    let policy = self.parsed_policy(text, true)?;
+                    for arn in policy.user_principal_arns() {
+                        if let Some(id) = self.bind_principal(arn)? {
+                            ids.insert(arn.to_owned(), id);
+                        }
+                    }
+                }
+                let mut grant_ids = Vec::new();
+                for grant in &record.grants {
+                    let grantee = match grant.grantee_id {
+                        Some(_) => None,
+                        None => self.bind_principal(&grant.grantee)?,
+                    };
+                    let retiring = match (&grant.retiring, &grant.retiring_id) {
+                        (Some(arn), None) => self.bind_principal(arn)?,
+                        _ => None,
+                    };
+                    grant_ids.push((grant.grant_id.clone(), grantee, retiring));
+                }
+                self.store.update_key(&record.key_id, &mut |stored| {
+                    if stored.principal_ids.is_empty() {
+                        stored.principal_ids.clone_from(&ids);
+                    }
+                    for grant in &mut stored.grants {
+                        if let Some((_, grantee, retiring)) =
+                            grant_ids.iter().find(|(id, _, _)| *id == grant.grant_id)
+                        {
+                            if grant.grantee_id.is_none() {
+                                grant.grantee_id.clone_from(grantee);
+                            }
+                            if grant.retiring_id.is_none() {
+                                grant.retiring_id.clone_from(retiring);
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                changed += 1;
+            }
+        }
+    }
+
+    /// The unique id `arn` has now, if it is an IAM user of this account; a user that does
+    /// not exist gets an id no user can have, so a later user of that name is not it.
+    pub fn bind_principal(&self, arn: &str) -> Result<Option<String>, KmsError> {
+        let own = format!("arn:aws:iam::{}:user/", self.account);
+        let Some(name) = arn.strip_prefix(&own) else {
+            return Ok(None);
+        };
+        Ok(Some(match self.store.user(name)? {
+            Some(user) => user.user_id,
+            None => NO_SUCH_USER.to_owned(),
+        }))
     }
 
     /// Parses (or fetches from the cache) a resource or identity policy.
@@ -466,10 +578,7 @@ pub(crate) fn default_key_policy(account: &str) -> String {
 }
 
 fn principal(caller: &Caller) -> Principal {
-    Principal {
-        arn: caller.arn.clone(),
-        account: caller.account.clone(),
-    }
+    caller.principal()
 }
 
 /// AWS's message: "User: ARN is not authorized to perform: ACTION on resource: ARN because ...".

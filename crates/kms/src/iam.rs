@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use atrest_crypto::SecretBytes;
-use atrest_policy::{Context, Decision, Principal, RequestFacts, decide_identity_only};
+use atrest_policy::{Context, Decision, RequestFacts, decide_identity_only};
 
 use crate::model::{AccessKeyStatus, PrincipalRecord, UserRecord};
 use crate::{Kms, KmsError, NewCredentials, RequestContext};
@@ -297,10 +297,7 @@ impl Kms {
             None => "*".to_owned(),
         };
         let identity = self.identity_policies_of(&ctx.caller)?;
-        let principal = Principal {
-            arn: ctx.caller.arn.clone(),
-            account: ctx.caller.account.clone(),
-        };
+        let principal = ctx.caller.principal();
         let context = Context::new();
         let request = RequestFacts {
             principal: &principal,

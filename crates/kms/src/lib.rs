@@ -128,6 +128,7 @@ mod tests {
             arn: kms.root_arn().into(),
             account: kms.account.as_str().into(),
             access_key_id: "AKIATEST".into(),
+            user_id: None,
         };
         RequestContext::new(caller, None, false)
     }

@@ -252,6 +252,10 @@ pub struct KeyRecord {
     /// The key policy document as the caller supplied it; `None` means AWS's default policy.
     #[serde(default)]
     pub policy: Option<String>,
+    /// The unique id of each IAM user the policy names, resolved when it was stored: the
+    /// policy grants that user, not a later one of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub principal_ids: BTreeMap<String, String>,
     /// Grants on this key; they go when the key is deleted.
     #[serde(default)]
     pub grants: Vec<GrantRecord>,
@@ -383,6 +387,12 @@ pub struct GrantRecord {
     pub name: Option<String>,
     pub grantee: String,
     pub retiring: Option<String>,
+    /// The unique ids the grantee and retiring principals had when the grant was made (for
+    /// IAM users of this account); a later user of the same name is not them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grantee_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring_id: Option<String>,
     /// Operation names as AWS spells them (`Encrypt`, `ReEncryptFrom`, ...).
     pub operations: Vec<String>,
     pub constraints: Option<GrantConstraints>,

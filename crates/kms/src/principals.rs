@@ -16,9 +16,21 @@ pub struct Caller {
     pub arn: std::sync::Arc<str>,
     pub account: std::sync::Arc<str>,
     pub access_key_id: std::sync::Arc<str>,
+    /// The IAM user's unique id (`AIDA...`), which stored policies and grants are bound to;
+    /// `None` for the account root.
+    pub user_id: Option<std::sync::Arc<str>>,
 }
 
 impl Caller {
+    /// The caller as policies see it.
+    pub fn principal(&self) -> atrest_policy::Principal {
+        atrest_policy::Principal {
+            arn: self.arn.clone(),
+            account: self.account.clone(),
+            unique_id: self.user_id.clone(),
+        }
+    }
+
     /// The IAM user name, or `None` for the account root.
     pub fn user_name(&self) -> Option<&str> {
         self.arn.split_once(":user/").map(|(_, name)| name)
@@ -167,10 +179,15 @@ impl Kms {
                     error,
                 )
             })?;
+        let user_id = match &record.user_name {
+            Some(name) => self.store.user(name)?.map(|user| user.user_id.into()),
+            None => None,
+        };
         let caller = Caller {
             arn: record.arn.into(),
             account: self.account.as_str().into(),
             access_key_id: access_key_id.into(),
+            user_id,
         };
         Ok(Some((caller, secret)))
     }

@@ -59,6 +59,15 @@ enum PrincipalEntry {
     Anyone,
     Account(String),
     Arn(String),
+    /// A user ARN resolved, when the policy was stored, to the unique id the user had then
+    /// (as AWS binds policies to principal ids): a later user of the same name is another
+    /// principal and does not match.
+    BoundArn {
+        arn: String,
+        id: String,
+    },
+    /// A principal's unique id (`AIDA...`), what AWS shows for a deleted principal.
+    UniqueId(String),
     /// Service or federated principals: valid in a document, never an atrest caller.
     Foreign,
 }
@@ -346,6 +355,9 @@ impl PrincipalEntry {
         if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(PrincipalEntry::Account(text.to_owned()));
         }
+        if is_unique_id(text) {
+            return Ok(PrincipalEntry::UniqueId(text.to_owned()));
+        }
         let parts: Vec<&str> = text.splitn(6, ':').collect();
         match parts.as_slice() {
             ["arn", "aws", "iam", "", account, "root"] => {
@@ -369,8 +381,75 @@ impl PrincipalEntry {
                 }
             }
             PrincipalEntry::Arn(arn) if **arn == *caller.arn => PrincipalMatch::Direct,
+            PrincipalEntry::BoundArn { arn, id }
+                if **arn == *caller.arn && caller.unique_id.as_deref() == Some(id.as_str()) =>
+            {
+                PrincipalMatch::Direct
+            }
+            PrincipalEntry::UniqueId(id) if caller.unique_id.as_deref() == Some(id.as_str()) => {
+                PrincipalMatch::Direct
+            }
             _ => PrincipalMatch::No,
         }
+    }
+}
+
+/// IAM's unique user id form: `AIDA` and 16 or more base32 characters.
+fn is_unique_id(text: &str) -> bool {
+    text.strip_prefix("AIDA").is_some_and(|rest| {
+        rest.len() >= 16
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
+impl Policy {
+    /// The IAM user ARNs its Principal and NotPrincipal elements name (to resolve to ids
+    /// when the policy is stored).
+    pub fn user_principal_arns(&self) -> Vec<&str> {
+        let mut arns: Vec<&str> = self
+            .statements
+            .iter()
+            .filter_map(|statement| match &statement.principals {
+                Principals::Listed(entries) | Principals::AllExcept(entries) => Some(entries),
+                Principals::Owner => None,
+            })
+            .flatten()
+            .filter_map(|entry| match entry {
+                PrincipalEntry::Arn(arn) if arn.contains(":user/") => Some(arn.as_str()),
+                _ => None,
+            })
+            .collect();
+        arns.sort_unstable();
+        arns.dedup();
+        arns
+    }
+
+    /// This policy with each user ARN in `ids` bound to that unique id: it then matches only
+    /// the user who had that id when the policy was stored.
+    pub fn bind_principals(&self, ids: &std::collections::BTreeMap<String, String>) -> Policy {
+        let mut bound = self.clone();
+        if ids.is_empty() {
+            return bound;
+        }
+        for statement in &mut bound.statements {
+            let entries = match &mut statement.principals {
+                Principals::Listed(entries) | Principals::AllExcept(entries) => entries,
+                Principals::Owner => continue,
+            };
+            for entry in entries.iter_mut() {
+                if let PrincipalEntry::Arn(arn) = entry
+                    && let Some(id) = ids.get(arn.as_str())
+                {
+                    *entry = PrincipalEntry::BoundArn {
+                        arn: std::mem::take(arn),
+                        id: id.clone(),
+                    };
+                }
+            }
+        }
+        bound
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Principal {
     /// `arn:aws:iam::ACCOUNT:root` or `arn:aws:iam::ACCOUNT:user/NAME`.
     pub arn: std::sync::Arc<str>,
     pub account: std::sync::Arc<str>,
+    /// The IAM user's unique id (`AIDA...`); `None` for the account root.
+    pub unique_id: Option<std::sync::Arc<str>>,
 }
 
 impl Principal {
@@ -165,6 +167,7 @@ mod tests {
         Principal {
             arn: format!("arn:aws:iam::{ACCOUNT}:root").into(),
             account: ACCOUNT.into(),
+            unique_id: None,
         }
     }
 
@@ -172,6 +175,7 @@ mod tests {
         Principal {
             arn: format!("arn:aws:iam::{ACCOUNT}:user/{name}").into(),
             account: ACCOUNT.into(),
+            unique_id: Some(format!("AIDA{:A<16}", name.to_ascii_uppercase()).into()),
         }
     }
 
@@ -235,6 +239,7 @@ mod tests {
         let other_account = Principal {
             arn: "arn:aws:iam::444455556666:root".into(),
             account: "444455556666".into(),
+            unique_id: None,
         };
         assert_eq!(
             decide_for(DEFAULT_POLICY, &[], &other_account, "kms:Encrypt", &none),
@@ -576,5 +581,48 @@ mod tests {
             // The root's identity policies do not exist in AWS, but a Deny still binds the test.
             prop_assert_eq!(decision, Decision::ExplicitDeny);
         }
+    }
+
+    #[test]
+    fn a_bound_user_principal_matches_only_the_user_with_that_id() {
+        let policy = Policy::parse_resource_policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/ivan"},"Action":"kms:Encrypt","Resource":"*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            policy.user_principal_arns(),
+            ["arn:aws:iam::111122223333:user/ivan"]
+        );
+        let ivan = user("ivan");
+        let ids = std::collections::BTreeMap::from([(
+            "arn:aws:iam::111122223333:user/ivan".to_owned(),
+            ivan.unique_id.as_deref().unwrap().to_owned(),
+        )]);
+        let bound = policy.bind_principals(&ids);
+        let none = Context::new();
+        let ask = |policy: &Policy, principal: &Principal| {
+            let principal = principal.clone();
+            let facts = RequestFacts {
+                principal: &principal,
+                action: "kms:Encrypt",
+                resource: KEY,
+                context: &none,
+            };
+            decide::<Policy>(policy, &[], &facts)
+        };
+        assert_eq!(ask(&bound, &ivan), Decision::Allow);
+        let mut recreated = ivan.clone();
+        recreated.unique_id = Some("AIDAZZZZZZZZZZZZZZZZ".into());
+        assert_eq!(ask(&bound, &recreated), Decision::ImplicitDeny);
+        // Unbound (stored before bindings), the ARN alone decides.
+        assert_eq!(ask(&policy, &recreated), Decision::Allow);
+        // A unique id names the user itself.
+        let by_id = Policy::parse_resource_policy(&format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{}"}},"Action":"kms:Encrypt","Resource":"*"}}]}}"#,
+            ivan.unique_id.as_deref().unwrap()
+        ))
+        .unwrap();
+        assert_eq!(ask(&by_id, &ivan), Decision::Allow);
+        assert_eq!(ask(&by_id, &recreated), Decision::ImplicitDeny);
     }
 }

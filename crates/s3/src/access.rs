@@ -105,7 +105,7 @@ impl Access {
         };
         // Validated when stored; a document that no longer parses denies rather than opens.
         bucket_policy::parse(bucket, &text)
-            .map(Some)
+            .map(|policy| Some(policy.bind_principals(&record.principal_ids)))
             .map_err(|error| {
                 tracing::error!(bucket, ?error, "stored bucket policy does not parse");
                 s3_error!(AccessDenied, "The bucket policy cannot be evaluated")

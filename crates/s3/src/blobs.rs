@@ -244,6 +244,7 @@ mod tests {
                 created: 0,
                 encryption: None,
                 policy: None,
+                principal_ids: Default::default(),
             })
             .unwrap();
         let record = ObjectRecord {

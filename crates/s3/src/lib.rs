@@ -63,6 +63,7 @@ pub fn embedded_service(
     if swept > 0 {
         tracing::info!(swept, "deleted blobs no object referred to");
     }
+    bind_bucket_policy_principals(&kms, &index)?;
     let index: Arc<dyn meta::ObjectIndex> = Arc::new(index);
     let domains = host::BucketDomains::new(domains);
     let gate = signature_gate::SignatureGate::new(
@@ -87,4 +88,32 @@ pub fn embedded_service(
         forms: form::FormUploads::new(Arc::clone(&kms), forms_domains),
         service: builder.build(),
     })
+}
+
+/// Binds the users named by bucket policies stored before policies were bound to unique ids
+/// (a data dir from an earlier atrest) to the users of those names now; a user that no
+/// longer exists is bound to no one.
+fn bind_bucket_policy_principals(kms: &Kms, index: &meta::RedbIndex) -> Result<(), String> {
+    use meta::ObjectIndex as _;
+    for mut bucket in index.buckets().map_err(|error| error.to_string())? {
+        let Some(text) = bucket.policy.as_deref() else {
+            continue;
+        };
+        if !bucket.principal_ids.is_empty() || !text.contains(":user/") {
+            continue;
+        }
+        let policy = bucket_policy::parse(&bucket.name, text)
+            .map_err(|error| format!("bucket {}: {error:?}", bucket.name))?;
+        for arn in policy.user_principal_arns() {
+            if let Some(id) = kms.bind_principal(arn).map_err(|error| error.to_string())? {
+                bucket.principal_ids.insert(arn.to_owned(), id);
+            }
+        }
+        if !bucket.principal_ids.is_empty() {
+            index
+                .replace_bucket(&bucket)
+                .map_err(|error| error.to_string())?;
+        }
+    }
+    Ok(())
 }

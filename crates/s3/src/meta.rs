@@ -47,6 +47,9 @@ pub struct BucketRecord {
     /// The bucket policy as PutBucketPolicy stored it (validated then).
     #[serde(default)]
     pub policy: Option<String>,
+    /// The unique id of each IAM user the policy names, resolved when it was stored.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub principal_ids: std::collections::BTreeMap<String, String>,
 }
 
 /// The bucket's default encryption (PutBucketEncryption).

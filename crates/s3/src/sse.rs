@@ -210,7 +210,7 @@ fn parse_context(encoded: &str) -> S3Result<BTreeMap<String, String>> {
 
 /// Makes and recovers data keys for the three modes.
 pub struct DataKeys {
-    kms: Arc<Kms>,
+    pub(crate) kms: Arc<Kms>,
     owned_key_id: String,
     via_service: String,
     bucket_keys: BucketKeys,

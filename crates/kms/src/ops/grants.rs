@@ -106,6 +106,11 @@ impl Kms {
             name: request.name.clone(),
             grantee: request.grantee_principal.clone(),
             retiring: request.retiring_principal.clone(),
+            grantee_id: self.bind_principal(&request.grantee_principal)?,
+            retiring_id: match &request.retiring_principal {
+                Some(arn) => self.bind_principal(arn)?,
+                None => None,
+            },
             operations: request.operations.clone(),
             constraints: request.constraints.clone(),
             issuing_account: self.account.clone(),
@@ -214,8 +219,11 @@ impl Kms {
             }
         };
         let caller = &*ctx.caller.arn;
-        let may_retire = grant.retiring.as_deref() == Some(caller)
-            || (grant.grantee == caller && grant.operations.iter().any(|op| op == "RetireGrant"))
+        let may_retire = (grant.retiring.as_deref() == Some(caller)
+            && same_principal(grant.retiring_id.as_deref(), &ctx.caller))
+            || (grant.grantee == caller
+                && same_principal(grant.grantee_id.as_deref(), &ctx.caller)
+                && grant.operations.iter().any(|op| op == "RetireGrant"))
             || caller == self.root_arn()
             || self
                 .authorize(ctx, "kms:RetireGrant", &record, None, &Context::new)
@@ -293,6 +301,7 @@ impl Kms {
         let mut request_context = None;
         record.grants.iter().any(|grant| {
             *grant.grantee == *ctx.caller.arn
+                && same_principal(grant.grantee_id.as_deref(), &ctx.caller)
                 && grant_permits(grant, &mut || {
                     request_context.get_or_insert_with(&context).clone()
                 })
@@ -367,10 +376,17 @@ impl Kms {
     }
 }
 
+/// Whether the caller is the principal a grant was bound to (grants made before bindings, or
+/// naming principals outside this account's users, are matched by ARN alone).
+fn same_principal(bound: Option<&str>, caller: &crate::principals::Caller) -> bool {
+    bound.is_none_or(|id| caller.user_id.as_deref() == Some(id))
+}
+
 fn same_terms(existing: &GrantRecord, new: &GrantRecord) -> bool {
     existing.name.is_some()
         && existing.name == new.name
         && existing.grantee == new.grantee
+        && existing.grantee_id == new.grantee_id
         && existing.retiring == new.retiring
         && existing.operations == new.operations
         && existing.constraints == new.constraints

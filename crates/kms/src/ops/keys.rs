@@ -139,6 +139,10 @@ impl Kms {
             next_rotation: None,
             on_demand_rotation_started: None,
             tags,
+            principal_ids: match &request.policy {
+                Some(text) => self.resolve_principal_ids(&*self.parsed_policy(text, true)?)?,
+                None => BTreeMap::new(),
+            },
             policy: request.policy,
             grants: Vec::new(),
             manager: KeyManager::Customer,

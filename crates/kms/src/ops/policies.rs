@@ -42,6 +42,8 @@ impl Kms {
             .policy
             .ok_or_else(|| KmsError::validation("policy", "null", "Member must not be null"))?;
         let policy = self.parsed_policy(&text, true)?;
+        let principal_ids = self.resolve_principal_ids(&policy)?;
+        let policy = std::sync::Arc::new(policy.bind_principals(&principal_ids));
         let action = "kms:PutKeyPolicy";
         let record = self.resolve_authorized(
             ctx,
@@ -55,6 +57,7 @@ impl Kms {
         }
         self.store.update_key(&record.key_id, &mut |stored| {
             stored.policy = Some(text.clone());
+            stored.principal_ids.clone_from(&principal_ids);
             Ok(())
         })?;
         tracing::info!(key_id = %record.key_id, "replaced key policy");

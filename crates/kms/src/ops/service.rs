@@ -79,6 +79,7 @@ impl Kms {
                 arn: self.root_arn().into(),
                 account: self.account.as_str().into(),
                 access_key_id: "".into(),
+                user_id: None,
             },
             None,
             true,

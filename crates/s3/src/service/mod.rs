@@ -216,6 +216,7 @@ impl S3 for ObjectService {
             created: now(),
             encryption: None,
             policy: None,
+            principal_ids: Default::default(),
         };
         let created =
             tokio::task::block_in_place(|| self.index.create_bucket(&record)).map_err(internal)?;
@@ -310,7 +311,13 @@ impl S3 for ObjectService {
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
         let input = req.input;
         let mut bucket = self.bucket(&input.bucket)?;
-        bucket_policy::parse(&bucket.name, &input.policy)?;
+        let policy = bucket_policy::parse(&bucket.name, &input.policy)?;
+        // Users the policy names are bound to their unique ids now, as AWS binds them.
+        bucket.principal_ids = self
+            .keys
+            .kms
+            .resolve_principal_ids(&policy)
+            .map_err(|_| s3_error!(MalformedPolicy, "Invalid principal in policy"))?;
         bucket.policy = Some(input.policy);
         tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
         Ok(S3Response::new(PutBucketPolicyOutput::default()))
@@ -334,6 +341,7 @@ impl S3 for ObjectService {
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         let mut bucket = self.bucket(&req.input.bucket)?;
+        bucket.principal_ids.clear();
         if bucket.policy.take().is_some() {
             tokio::task::block_in_place(|| self.index.replace_bucket(&bucket)).map_err(internal)?;
         }
