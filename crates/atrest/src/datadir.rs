@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use atrest_crypto::SecretBytes;
 use atrest_hsm::{Hsm, SoftwareHsm, UnsealWith, fsio};
-use atrest_kms::{CachingStore, Clock, Kms, NewCredentials, RedbStore};
+use atrest_kms::{CachingStore, Clock, Kms, NewCredentials, RecordSeal, RedbStore};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{DataDirArgs, HsmBackend};
@@ -63,8 +63,29 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
     let settings = settings(dir, args)?;
 
     let (hsm, hsm_backend) = open_configured_hsm(args, &settings)?;
-    let redb_store = RedbStore::open(&dir.join("metadata.redb"))?;
+    let (seal, fresh) = record_seal(dir, &hsm)?;
+    let redb_store = RedbStore::open(&dir.join("metadata.redb"))?.with_seal(Arc::clone(&seal));
     let database = redb_store.database();
+    if fresh {
+        // A data dir from before records were authenticated: what it holds now is taken as
+        // it stands, once, and sealed (documented in the README).
+        let tables: Vec<&str> = atrest_kms::store::SEALED_TABLES
+            .iter()
+            .chain(atrest_s3::meta::SEALED_TABLES)
+            .chain(atrest_volume::SEALED_TABLES)
+            .chain(&[crate::audit_anchor::TABLE])
+            .copied()
+            .collect();
+        let sealed = seal
+            .seal_untagged(&database, &tables)
+            .map_err(CliError::Config)?;
+        if sealed > 0 {
+            tracing::info!(
+                records = sealed,
+                "sealed the metadata records of an earlier atrest under the HSM-derived record key"
+            );
+        }
+    }
     let store = CachingStore::new(redb_store);
     let clock = clock_from_env()?;
     let kms = Arc::new(
@@ -76,7 +97,8 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
             clock,
         )
         .with_pkcs11_module(args.pkcs11_module.clone())
-        .with_key_store_pin_dir(args.key_store_pin_dir.clone()),
+        .with_key_store_pin_dir(args.key_store_pin_dir.clone())
+        .with_record_seal(Some(seal)),
     );
     let bound = kms.bind_stored_principals()?;
     if bound > 0 {
@@ -93,6 +115,45 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
         database,
         new_root,
     })
+}
+
+/// The wrapped HMAC key behind the metadata record key (only the HSM can use it).
+pub const RECORD_KEY_FILE: &str = "metadata-record-key.wrapped";
+const RECORD_KEY_LABEL: &[u8] = b"atrest metadata record key";
+
+/// The seal of the metadata store's records. Its key is derived, at every start, by the HSM
+/// from an HMAC key only the HSM can use (stored wrapped beside the metadata); the derived key
+/// itself is never stored. Returns whether the wrapped key was just made: only then may
+/// untagged records (from an earlier atrest) be sealed as they stand. Afterwards an untagged
+/// record is a tampered one.
+pub fn record_seal(dir: &Path, hsm: &Arc<dyn Hsm>) -> Result<(Arc<RecordSeal>, bool), CliError> {
+    let path = dir.join(RECORD_KEY_FILE);
+    let (wrapped, fresh) = if path.exists() {
+        let bytes = fs::read(&path).map_err(|error| CliError::io(&path, error))?;
+        (atrest_hsm::WrappedKey::from_bytes(bytes), false)
+    } else {
+        let wrapped = hsm.generate_key(atrest_hsm::KeyKind::Hmac256, RECORD_KEY_LABEL)?;
+        atrest_hsm::fsio::write_atomically(&path, wrapped.as_bytes(), 0o600)
+            .map_err(|error| CliError::io(&path, error))?;
+        (wrapped, true)
+    };
+    let derived = hsm.mac(
+        &wrapped,
+        RECORD_KEY_LABEL,
+        b"atrest metadata record mac key v1",
+    )?;
+    let key: [u8; 32] = derived
+        .get(..32)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| CliError::Config("the HSM's record key is not 32 bytes".into()))?;
+    let mac =
+        atrest_crypto::record_mac::RecordMac::new(&atrest_crypto::SecretKey32::from_bytes(key));
+    let reporter = Arc::clone(hsm);
+    let seal = RecordSeal::new(
+        mac,
+        Box::new(move |what: &str| reporter.report_tamper(what)),
+    );
+    Ok((Arc::new(seal), fresh))
 }
 
 /// Opens only the HSM of a data dir (what `atrest audit` needs; the store may be in use).
@@ -283,6 +344,13 @@ fn clock_from_env() -> Result<Clock, CliError> {
 fn ensure_root(kms: &Kms, dir: &Path) -> Result<Option<NewCredentials>, CliError> {
     if kms.has_root()? {
         return Ok(None);
+    }
+    if kms.record_seal().is_some_and(|seal| seal.has_reported()) {
+        return Err(CliError::Config(
+            "a principal record failed its integrity check (see the tamper event): atrest will \
+             not make new root credentials over it; restore the metadata store from a backup"
+                .into(),
+        ));
     }
     let access_key_id = std::env::var("ATREST_ROOT_ACCESS_KEY_ID")
         .ok()

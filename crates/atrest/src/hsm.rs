@@ -14,7 +14,12 @@ use crate::error::CliError;
 
 /// What a backup holds, relative to the data dir: the keystore (root key sealed per role), the
 /// metadata store (every wrapped key, alias, policy and user) and the account settings.
-const BACKED_UP: [&str; 3] = ["hsm/keystore.json", "metadata.redb", "atrest.json"];
+const BACKED_UP: [&str; 4] = [
+    "hsm/keystore.json",
+    "metadata.redb",
+    "atrest.json",
+    crate::datadir::RECORD_KEY_FILE,
+];
 const OFFICER_ENV: &str = "ATREST_HSM_OFFICER_PASSPHRASE";
 
 pub fn run(command: HsmCommand) -> Result<(), CliError> {
@@ -209,6 +214,10 @@ fn write_backup(data_dir: &Path, officer: &SecretBytes, out: &Path) -> Result<()
     let mut entries = Vec::new();
     for name in BACKED_UP {
         let path = data_dir.join(name);
+        // A data dir an earlier atrest wrote has no record key yet (its records are untagged).
+        if name == crate::datadir::RECORD_KEY_FILE && !path.exists() {
+            continue;
+        }
         let contents = fs::read(&path).map_err(|error| CliError::io(&path, error))?;
         entries.push(BackupEntry {
             name: name.to_owned(),
@@ -289,7 +298,9 @@ pub fn reset_audit(
             "audit reset not confirmed: it starts a new chain over the old one; pass --yes".into(),
         ));
     }
-    let anchored = crate::audit_anchor::load(&database).map_err(CliError::Config)?;
+    let hsm = crate::datadir::open_hsm(data)?;
+    let (seal, _) = crate::datadir::record_seal(data_dir, &hsm)?;
+    let anchored = crate::audit_anchor::load(&database, Some(&seal)).map_err(CliError::Config)?;
     let audit = crate::datadir::audit_dir(data);
     let aside = audit.join(format!("replaced-{}", unix_seconds()));
     if audit.exists() {
@@ -307,10 +318,11 @@ pub fn reset_audit(
         }
     }
     crate::audit_anchor::clear(&database).map_err(CliError::Config)?;
-    let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> = std::sync::Arc::new(
-        crate::audit_anchor::RedbAnchor(std::sync::Arc::new(database)),
-    );
-    let hsm = crate::datadir::open_hsm(data)?;
+    let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> =
+        std::sync::Arc::new(crate::audit_anchor::RedbAnchor {
+            database: std::sync::Arc::new(database),
+            seal: Some(seal),
+        });
     let signer = atrest_audit::DigestSigner::open(&audit, hsm)?;
     let log = atrest_audit::AuditLog::open_anchored(
         &audit,

@@ -133,7 +133,8 @@ fn serve_opened(
             cli::AuditLogSetting::On => {
                 let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
                 let rotate_bytes = args.audit_file_mib.max(1) << 20;
-                let anchor: Arc<dyn atrest_audit::HeadAnchor> = Arc::new(audit_anchor::RedbAnchor(Arc::clone(&opened.database)));
+                let anchor: Arc<dyn atrest_audit::HeadAnchor> =
+                    Arc::new(audit_anchor::RedbAnchor { database: Arc::clone(&opened.database), seal: opened.kms.record_seal() });
                 Some(atrest_audit::AuditLog::open_anchored(&datadir::audit_dir(&args.data), signer, rotate_bytes, Some(anchor))?)
             }
             cli::AuditLogSetting::Off => {
@@ -200,11 +201,14 @@ fn add_user(
 }
 
 fn verify_audit(data: &cli::DataDirArgs) -> Result<(), CliError> {
-    let signer =
-        atrest_audit::DigestSigner::open(&datadir::audit_dir(data), datadir::open_hsm(data)?)?;
+    let hsm = datadir::open_hsm(data)?;
+    let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(data), Arc::clone(&hsm))?;
     // The anchor is read from the metadata store when no server holds it open.
     let anchored = match redb::Database::open(data.data_dir.join("metadata.redb")) {
-        Ok(database) => audit_anchor::load(&database).map_err(CliError::Config)?,
+        Ok(database) => {
+            let (seal, _) = datadir::record_seal(&data.data_dir, &hsm)?;
+            audit_anchor::load(&database, Some(&seal)).map_err(CliError::Config)?
+        }
         Err(_) => {
             eprintln!(
                 "atrest: the metadata store is in use; the log is checked without its anchor"

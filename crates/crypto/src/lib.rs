@@ -10,6 +10,7 @@ pub mod context;
 pub mod kdf;
 pub mod mac;
 pub mod random;
+pub mod record_mac;
 pub mod secret;
 pub mod segments;
 

@@ -135,6 +135,10 @@ pub trait Hsm: Send + Sync {
 
     /// Drops any cached unwrapped form of `key` (called when a key is deleted).
     fn forget(&self, key: &WrappedKey, label: &[u8]);
+
+    /// Records a tamper event: stored state outside the HSM (a metadata record, say) failed an
+    /// integrity check under an HSM-derived key. `atrest hsm status` lists them.
+    fn report_tamper(&self, what: &str);
 }
 
 /// Errors callers can act on. Decryption failures are deliberately a single opaque variant.

@@ -15,6 +15,7 @@ mod key_stores;
 pub mod model;
 mod ops;
 mod principals;
+pub mod record_seal;
 mod resolve;
 pub mod store;
 
@@ -27,6 +28,7 @@ pub use cache::CachingStore;
 pub use clock::Clock;
 pub use error::KmsError;
 pub use principals::{Caller, NewCredentials};
+pub use record_seal::RecordSeal;
 pub use store::{MetadataStore, RedbStore};
 
 /// The key service. Cheap to share behind an `Arc`; every method is synchronous.
@@ -45,6 +47,7 @@ pub struct Kms {
     service_keys: std::sync::Mutex<()>,
     /// Custom key stores that are connected, with their tokens.
     key_stores: key_stores::KeyStores,
+    record_seal: Option<Arc<RecordSeal>>,
 }
 
 impl Kms {
@@ -66,6 +69,7 @@ impl Kms {
             credentials_generation: std::sync::atomic::AtomicU64::new(0),
             service_keys: std::sync::Mutex::new(()),
             key_stores: key_stores::KeyStores::default(),
+            record_seal: None,
         }
     }
 
@@ -74,6 +78,16 @@ impl Kms {
     pub fn with_pkcs11_module(mut self, module: Option<std::path::PathBuf>) -> Self {
         self.key_stores = key_stores::KeyStores::new(module);
         self
+    }
+
+    /// The seal of the metadata store's records, for the other services' tables.
+    pub fn with_record_seal(mut self, seal: Option<Arc<RecordSeal>>) -> Self {
+        self.record_seal = seal;
+        self
+    }
+
+    pub fn record_seal(&self) -> Option<Arc<RecordSeal>> {
+        self.record_seal.clone()
     }
 
     /// Lets `KeyStorePassword=file:PATH` name regular files in `dir` (the server's

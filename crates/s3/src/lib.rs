@@ -55,7 +55,9 @@ pub fn embedded_service(
     settings: Settings,
     domains: Vec<String>,
 ) -> Result<EmbeddedS3, String> {
-    let index = meta::RedbIndex::open(database).map_err(|error| error.to_string())?;
+    let index = meta::RedbIndex::open(database)
+        .map_err(|error| error.to_string())?
+        .with_seal(kms.record_seal());
     let blobs = blobs::FsBlobStore::open(&data_dir.join("objects"))
         .map_err(|error| format!("opening the object store: {error}"))?;
     let keys = sse::DataKeys::new(Arc::clone(&kms)).map_err(|error| error.to_string())?;

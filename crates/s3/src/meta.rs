@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_buckets");
@@ -226,9 +226,14 @@ pub trait ObjectIndex: Send + Sync {
     fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 }
 
+/// The tables whose records decide access or key use (bucket policies and default
+/// encryption), sealed by the metadata store's `RecordSeal`.
+pub const SEALED_TABLES: &[&str] = &["s3_buckets"];
+
 /// The embedded default: tables in the shared redb database.
 pub struct RedbIndex {
     db: Arc<Database>,
+    seal: Option<Arc<atrest_kms::RecordSeal>>,
 }
 
 impl RedbIndex {
@@ -238,7 +243,13 @@ impl RedbIndex {
             txn.open_table(table)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db, seal: None })
+    }
+
+    /// Seals bucket records when written and checks them when read.
+    pub fn with_seal(mut self, seal: Option<Arc<atrest_kms::RecordSeal>>) -> Self {
+        self.seal = seal;
+        self
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -246,11 +257,36 @@ impl RedbIndex {
         table: TableDefinition<&str, &[u8]>,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
+        if table.name() == BUCKETS.name() {
+            let txn = self.db.begin_read()?;
+            let buckets = txn.open_table(BUCKETS)?;
+            return match buckets.get(id)? {
+                Some(value) => Ok(Some(serde_json::from_slice(
+                    self.open_bucket(id, value.value())?,
+                )?)),
+                None => Ok(None),
+            };
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(table)?;
         match table.get(id)? {
             Some(value) => Ok(Some(serde_json::from_slice(value.value())?)),
             None => Ok(None),
+        }
+    }
+
+    fn seal_bucket(&self, record: &BucketRecord) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(record)?;
+        Ok(match &self.seal {
+            Some(seal) => seal.seal(BUCKETS.name(), &record.name, &json),
+            None => json,
+        })
+    }
+
+    fn open_bucket<'a>(&self, name: &str, stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
+        match &self.seal {
+            Some(seal) => seal.open(BUCKETS.name(), name, stored).map_err(StoreError),
+            None => Ok(stored),
         }
     }
 }
@@ -281,7 +317,7 @@ impl ObjectIndex for RedbIndex {
             if table.get(record.name.as_str())?.is_some() {
                 return Ok(false);
             }
-            table.insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
+            table.insert(record.name.as_str(), self.seal_bucket(record)?.as_slice())?;
         }
         txn.commit()?;
         Ok(true)
@@ -289,8 +325,9 @@ impl ObjectIndex for RedbIndex {
 
     fn replace_bucket(&self, record: &BucketRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        let stored = self.seal_bucket(record)?;
         txn.open_table(BUCKETS)?
-            .insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
+            .insert(record.name.as_str(), stored.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -328,8 +365,13 @@ impl ObjectIndex for RedbIndex {
         let table = txn.open_table(BUCKETS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(serde_json::from_slice(value.value())?);
+            let (name, value) = entry?;
+            // A bucket whose record fails its check is left out of listings (and reported);
+            // requests naming it fail.
+            match self.open_bucket(name.value(), value.value()) {
+                Ok(record) => out.push(serde_json::from_slice(record)?),
+                Err(error) => tracing::error!(%error, "a bucket record is left out"),
+            }
         }
         Ok(out)
     }

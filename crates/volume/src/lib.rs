@@ -21,7 +21,9 @@ pub use filter::Filter;
 pub use gate::WriteGate;
 pub use sector::{SECTOR_SIZE, SectorCipher, VOLUME_KEY_LEN};
 pub use service::{NewVolume, Page, Volumes};
-pub use store::{Attachment, SnapshotRecord, SnapshotState, VolumeRecord, VolumeState};
+pub use store::{
+    Attachment, SEALED_TABLES, SnapshotRecord, SnapshotState, VolumeRecord, VolumeState,
+};
 
 impl nbd::Exports for Volumes {
     fn export(&self, name: &str) -> Option<std::sync::Arc<Disk>> {

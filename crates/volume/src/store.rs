@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -113,9 +113,14 @@ pub struct SnapshotRecord {
     pub tags: Vec<(String, String)>,
 }
 
+/// The tables whose records decide key use (volume and snapshot keys, states, attachments),
+/// sealed by the metadata store's `RecordSeal`.
+pub const SEALED_TABLES: &[&str] = &["ebs_volumes", "ebs_snapshots"];
+
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    seal: Option<Arc<atrest_kms::RecordSeal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,7 +136,25 @@ impl Store {
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SETTINGS)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db, seal: None })
+    }
+
+    /// Seals records when written and checks them when read.
+    pub fn with_seal(mut self, seal: Option<Arc<atrest_kms::RecordSeal>>) -> Self {
+        self.seal = seal;
+        self
+    }
+
+    fn open_record<'a>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+        stored: &'a [u8],
+    ) -> Result<&'a [u8], StoreError> {
+        match &self.seal {
+            Some(seal) => seal.open(table.name(), id, stored).map_err(StoreError),
+            None => Ok(stored),
+        }
     }
 
     pub fn volume(&self, id: &str) -> Result<Option<VolumeRecord>, StoreError> {
@@ -194,15 +217,19 @@ impl Store {
 
     fn get<T: DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        definition: TableDefinition<&str, &[u8]>,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(table)?;
+        let table = txn.open_table(definition)?;
         let Some(value) = table.get(id)? else {
             return Ok(None);
         };
-        Ok(Some(serde_json::from_slice(value.value())?))
+        Ok(Some(serde_json::from_slice(self.open_record(
+            definition,
+            id,
+            value.value(),
+        )?)?))
     }
 
     fn put<T: Serialize>(
@@ -211,7 +238,11 @@ impl Store {
         id: &str,
         record: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record)?;
+        let json = serde_json::to_vec(record)?;
+        let bytes = match &self.seal {
+            Some(seal) => seal.seal(table.name(), id, &json),
+            None => json,
+        };
         let txn = self.db.begin_write()?;
         txn.open_table(table)?.insert(id, bytes.as_slice())?;
         txn.commit()?;
@@ -227,14 +258,18 @@ impl Store {
 
     fn all<T: DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        definition: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(table)?;
+        let table = txn.open_table(definition)?;
         let mut records = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            records.push(serde_json::from_slice(value.value())?);
+            let (id, value) = entry?;
+            records.push(serde_json::from_slice(self.open_record(
+                definition,
+                id.value(),
+                value.value(),
+            )?)?);
         }
         Ok(records)
     }

@@ -411,6 +411,13 @@ impl Hsm for SoftwareHsm {
         Ok(WrappedKey::assemble(kind, sealed))
     }
 
+    fn report_tamper(&self, what: &str) {
+        match &self.keystore {
+            Some(path) => keystore::record_tamper(path, what),
+            None => tracing::error!("HSM TAMPER: {what}"),
+        }
+    }
+
     fn forget(&self, key: &WrappedKey, label: &[u8]) {
         let mut cache = self.write_cache();
         if cache
