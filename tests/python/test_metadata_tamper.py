@@ -105,3 +105,27 @@ def test_a_deleted_record_key_does_not_start_a_fresh_seal_over_sealed_records():
         assert "integrity" in open(server.log.name).read()
     finally:
         server.stop()
+
+
+def test_a_metadata_store_rolled_back_behind_the_audit_log_is_refused():
+    import shutil
+    server = Server()
+    try:
+        iam = server.client("iam")
+        iam.create_user(UserName="revoked")
+        keys = iam.create_access_key(UserName="revoked")["AccessKey"]
+        stop(server)
+        old = server.dir.parent / f"{server.dir.name}-metadata-old"
+        shutil.copy(server.dir / "metadata.redb", old)
+        server.start()
+        server.client("iam").delete_access_key(UserName="revoked", AccessKeyId=keys["AccessKeyId"])
+        for _ in range(3):
+            server.client("kms").list_keys()
+        stop(server)
+        # The older store (in which the deleted access key still exists) put back: refused.
+        shutil.copy(old, server.dir / "metadata.redb")
+        with pytest.raises(AssertionError):
+            server.start()
+        assert "older than the audit log" in open(server.log.name).read()
+    finally:
+        server.stop()

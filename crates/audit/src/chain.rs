@@ -151,6 +151,19 @@ fn check_line(
     Ok(None)
 }
 
+/// The signed head, if `head.json` exists and its signature holds.
+pub(crate) fn signed_head(dir: &Path, signer: &DigestSigner) -> Result<Option<Head>, AuditError> {
+    let head: Head = match std::fs::read(dir.join(HEAD_FILE)) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(head) => head,
+            Err(_) => return Ok(None),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(signer.check(head.seq, &head.hash, &head.hmac)?.then_some(head))
+}
+
 /// The head names the newest acknowledged record: the log must reach it, unchanged.
 fn check_head(
     dir: &Path,

@@ -168,15 +168,28 @@ impl AuditLog {
         } = recover(dir)?;
         if let Some(anchor) = &anchor {
             let anchored = anchor.load().map_err(AuditError::Anchor)?;
-            if let Some(anchored) = anchored
+            if let Some(anchored) = &anchored
                 && !(anchored.seq == seq && anchored.hash == prev)
             {
                 // Behind the log's end is normal after a crash (the anchor lags the head);
                 // anything else means the log lost records or was replaced.
                 let log = crate::segments::read_all(dir)?;
-                if let Some(problem) = crate::anchor::check(&log, &anchored) {
+                if let Some(problem) = crate::anchor::check(&log, anchored) {
                     return Err(crate::anchor::refuse(problem));
                 }
+            }
+            // The signed head is never ahead of the anchor (the anchor is written first): if
+            // it is, the metadata store is an older copy (rolled back).
+            if let Some(head) = crate::chain::signed_head(dir, &signer)?
+                && anchored.as_ref().is_some_and(|anchored| anchored.seq < head.seq)
+            {
+                let anchored_seq = anchored.as_ref().map_or(0, |anchored| anchored.seq);
+                return Err(AuditError::Anchor(format!(
+                    "the metadata store is older than the audit log: it anchors record \
+                     {anchored_seq}, but the log's signed head is record {}. It was rolled back \
+                     (or copied from an older backup); restore the current one",
+                    head.seq
+                )));
             }
         }
         let shared = Arc::new(Shared {
@@ -504,9 +517,8 @@ impl Shared {
         };
         let text = serde_json::to_vec(&head)
             .map_err(|error| AuditError::Io(std::io::Error::other(error)))?;
-        let temp = self.dir.join(format!(".{HEAD_FILE}.tmp"));
-        std::fs::write(&temp, text)?;
-        std::fs::rename(temp, self.dir.join(HEAD_FILE))?;
+        // The anchor first: after a crash between the two, the metadata store is never behind
+        // the signed head, so a metadata store that is behind it was rolled back.
         if let Some(anchor) = &self.anchor {
             let anchored = Anchored {
                 seq,
@@ -514,6 +526,9 @@ impl Shared {
             };
             anchor.store(&anchored).map_err(AuditError::Anchor)?;
         }
+        let temp = self.dir.join(format!(".{HEAD_FILE}.tmp"));
+        std::fs::write(&temp, text)?;
+        std::fs::rename(temp, self.dir.join(HEAD_FILE))?;
         Ok(())
     }
 }
