@@ -57,6 +57,10 @@ fn main() {
     };
     let mut servers = Vec::new();
     if external.is_none() {
+        // The conditional policy names IAM users: they must exist when it is stored.
+        for dir in [&data_dir, &audited_dir] {
+            add_policy_users(dir);
+        }
         servers.push(start_atrest(&data_dir, port, &["--audit-log", "off"]));
         servers.push(start_atrest(&audited_dir, audited_port, &[]));
     }
@@ -527,4 +531,21 @@ async fn create_key(port: u16) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| "no KeyId".into())
+}
+
+/// The users the conditional key policy names, made offline (`atrest user add`) before the
+/// server starts on `data_dir`, with the bench's root credentials.
+fn add_policy_users(data_dir: &std::path::Path) {
+    for name in ["app1", "app2", "auditor", "ops", "batch"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_atrest"))
+            .args(["user", "add", name, "--data-dir"])
+            .arg(data_dir)
+            .env("ATREST_ROOT_ACCESS_KEY_ID", support::ACCESS_KEY)
+            .env("ATREST_ROOT_SECRET_ACCESS_KEY", support::SECRET)
+            .env("ATREST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("atrest user add runs");
+        assert!(status.success(), "atrest user add {name} failed");
+    }
 }
