@@ -152,7 +152,8 @@ pub fn record_seal(dir: &Path, hsm: &Arc<dyn Hsm>) -> Result<(Arc<RecordSeal>, b
     let seal = RecordSeal::new(
         mac,
         Box::new(move |what: &str| reporter.report_tamper(what)),
-    );
+    )
+    .migrating(fresh);
     Ok((Arc::new(seal), fresh))
 }
 

@@ -161,7 +161,9 @@ pub(crate) fn signed_head(dir: &Path, signer: &DigestSigner) -> Result<Option<He
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error.into()),
     };
-    Ok(signer.check(head.seq, &head.hash, &head.hmac)?.then_some(head))
+    Ok(signer
+        .check(head.seq, &head.hash, &head.hmac)?
+        .then_some(head))
 }
 
 /// The head names the newest acknowledged record: the log must reach it, unchanged.

@@ -181,7 +181,9 @@ impl AuditLog {
             // The signed head is never ahead of the anchor (the anchor is written first): if
             // it is, the metadata store is an older copy (rolled back).
             if let Some(head) = crate::chain::signed_head(dir, &signer)?
-                && anchored.as_ref().is_some_and(|anchored| anchored.seq < head.seq)
+                && anchored
+                    .as_ref()
+                    .is_some_and(|anchored| anchored.seq < head.seq)
             {
                 let anchored_seq = anchored.as_ref().map_or(0, |anchored| anchored.seq);
                 return Err(AuditError::Anchor(format!(

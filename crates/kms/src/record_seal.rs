@@ -16,6 +16,9 @@ pub type TamperReport = Box<dyn Fn(&str) + Send + Sync>;
 pub struct RecordSeal {
     mac: RecordMac,
     report: TamperReport,
+    /// The record key was made at this start: only then may state kept in an earlier form be
+    /// taken over as it stands.
+    migrating: bool,
     /// Records already reported, so a tampered record read on every request is reported once.
     reported: Mutex<HashSet<String>>,
 }
@@ -31,8 +34,19 @@ impl RecordSeal {
         Self {
             mac,
             report,
+            migrating: false,
             reported: Mutex::default(),
         }
+    }
+
+    /// Marks the seal as made at this start (a data dir from before records were sealed).
+    pub fn migrating(mut self, migrating: bool) -> Self {
+        self.migrating = migrating;
+        self
+    }
+
+    pub fn is_migrating(&self) -> bool {
+        self.migrating
     }
 
     /// The stored form of `record` under `id` in `table`.

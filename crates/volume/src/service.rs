@@ -89,7 +89,7 @@ impl Volumes {
         std::fs::create_dir_all(&snapshot_dir)?;
         files::remove_leftovers(&volume_dir)?;
         files::remove_leftovers(&snapshot_dir)?;
-        let store = Store::open(db)?.with_seal(kms.record_seal());
+        let store = Store::open(db)?.with_seal(kms.record_seal())?;
         for mut record in store.volumes()? {
             if record.state == VolumeState::InUse {
                 tracing::info!(volume = %record.id, "volume was attached when the server stopped; it is available again");

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("ebs_volumes");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ebs_snapshots");
+/// Written by earlier versions (plain text values); read once, when records are first sealed.
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("ebs_settings");
+/// The settings, sealed like every other record (the default KMS key decides key use).
+const SEALED_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("ebs_settings_v2");
 /// The account's default KMS key for new volumes (ModifyEbsDefaultKmsKeyId).
 const DEFAULT_KMS_KEY: &str = "default_kms_key_id";
 
@@ -115,7 +118,7 @@ pub struct SnapshotRecord {
 
 /// The tables whose records decide key use (volume and snapshot keys, states, attachments),
 /// sealed by the metadata store's `RecordSeal`.
-pub const SEALED_TABLES: &[&str] = &["ebs_volumes", "ebs_snapshots"];
+pub const SEALED_TABLES: &[&str] = &["ebs_volumes", "ebs_snapshots", "ebs_settings_v2"];
 
 #[derive(Clone)]
 pub struct Store {
@@ -135,14 +138,35 @@ impl Store {
         txn.open_table(VOLUMES)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SETTINGS)?;
+        txn.open_table(SEALED_SETTINGS)?;
         txn.commit()?;
         Ok(Self { db, seal: None })
     }
 
-    /// Seals records when written and checks them when read.
-    pub fn with_seal(mut self, seal: Option<Arc<atrest_kms::RecordSeal>>) -> Self {
+    /// Seals records when written and checks them when read. A data dir whose records are
+    /// being sealed for the first time has its plain-text settings moved into the sealed table.
+    pub fn with_seal(
+        mut self,
+        seal: Option<Arc<atrest_kms::RecordSeal>>,
+    ) -> Result<Self, StoreError> {
+        let migrating = seal.as_ref().is_none_or(|seal| seal.is_migrating());
         self.seal = seal;
-        self
+        if migrating {
+            let old = {
+                let txn = self.db.begin_read()?;
+                let table = txn.open_table(SETTINGS)?;
+                table
+                    .get(DEFAULT_KMS_KEY)?
+                    .map(|value| value.value().to_owned())
+            };
+            if let Some(key) = old {
+                self.set_default_kms_key(Some(&key))?;
+                let txn = self.db.begin_write()?;
+                txn.open_table(SETTINGS)?.remove(DEFAULT_KMS_KEY)?;
+                txn.commit()?;
+            }
+        }
+        Ok(self)
     }
 
     fn open_record<'a>(
@@ -190,29 +214,15 @@ impl Store {
     }
 
     pub fn default_kms_key(&self) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SETTINGS)?;
-        Ok(table
-            .get(DEFAULT_KMS_KEY)?
-            .map(|value| value.value().to_owned()))
+        self.get(SEALED_SETTINGS, DEFAULT_KMS_KEY)
     }
 
     /// Sets (or, with `None`, resets) the default KMS key for new volumes.
     pub fn set_default_kms_key(&self, key: Option<&str>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(SETTINGS)?;
-            match key {
-                Some(key) => {
-                    table.insert(DEFAULT_KMS_KEY, key)?;
-                }
-                None => {
-                    table.remove(DEFAULT_KMS_KEY)?;
-                }
-            }
+        match key {
+            Some(key) => self.put(SEALED_SETTINGS, DEFAULT_KMS_KEY, &key),
+            None => self.remove(SEALED_SETTINGS, DEFAULT_KMS_KEY),
         }
-        txn.commit()?;
-        Ok(())
     }
 
     fn get<T: DeserializeOwned>(
