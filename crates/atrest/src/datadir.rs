@@ -157,6 +157,19 @@ pub fn record_seal(dir: &Path, hsm: &Arc<dyn Hsm>) -> Result<(Arc<RecordSeal>, b
     Ok((Arc::new(seal), fresh))
 }
 
+/// The record seal of a data dir whose records are already sealed; `None` for one an earlier
+/// atrest wrote (whose first `serve` seals it). Offline commands that only read use this, so
+/// they never make the record key, which would end that data dir's chance to migrate.
+pub fn existing_record_seal(
+    dir: &Path,
+    hsm: &Arc<dyn Hsm>,
+) -> Result<Option<Arc<RecordSeal>>, CliError> {
+    if !dir.join(RECORD_KEY_FILE).exists() {
+        return Ok(None);
+    }
+    record_seal(dir, hsm).map(|(seal, _)| Some(seal))
+}
+
 /// Opens only the HSM of a data dir (what `atrest audit` needs; the store may be in use).
 pub fn open_hsm(args: &DataDirArgs) -> Result<Arc<dyn Hsm>, CliError> {
     let settings = settings(&args.data_dir, args)?;

@@ -299,8 +299,9 @@ pub fn reset_audit(
         ));
     }
     let hsm = crate::datadir::open_hsm(data)?;
-    let (seal, _) = crate::datadir::record_seal(data_dir, &hsm)?;
-    let anchored = crate::audit_anchor::load(&database, Some(&seal)).map_err(CliError::Config)?;
+    let seal = crate::datadir::existing_record_seal(data_dir, &hsm)?;
+    let anchored =
+        crate::audit_anchor::load(&database, seal.as_deref()).map_err(CliError::Config)?;
     let audit = crate::datadir::audit_dir(data);
     let aside = audit.join(format!("replaced-{}", unix_seconds()));
     if audit.exists() {
@@ -321,7 +322,7 @@ pub fn reset_audit(
     let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> =
         std::sync::Arc::new(crate::audit_anchor::RedbAnchor {
             database: std::sync::Arc::new(database),
-            seal: Some(seal),
+            seal,
         });
     let signer = atrest_audit::DigestSigner::open(&audit, hsm)?;
     let log = atrest_audit::AuditLog::open_anchored(

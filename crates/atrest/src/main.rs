@@ -206,8 +206,8 @@ fn verify_audit(data: &cli::DataDirArgs) -> Result<(), CliError> {
     // The anchor is read from the metadata store when no server holds it open.
     let anchored = match redb::Database::open(data.data_dir.join("metadata.redb")) {
         Ok(database) => {
-            let (seal, _) = datadir::record_seal(&data.data_dir, &hsm)?;
-            audit_anchor::load(&database, Some(&seal)).map_err(CliError::Config)?
+            let seal = datadir::existing_record_seal(&data.data_dir, &hsm)?;
+            audit_anchor::load(&database, seal.as_deref()).map_err(CliError::Config)?
         }
         Err(_) => {
             eprintln!(
