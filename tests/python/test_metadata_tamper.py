@@ -107,25 +107,30 @@ def test_a_deleted_record_key_does_not_start_a_fresh_seal_over_sealed_records():
         server.stop()
 
 
-def test_a_metadata_store_rolled_back_behind_the_audit_log_is_refused():
+def test_an_audit_anchor_rolled_back_behind_the_audit_log_is_refused():
     import shutil
     server = Server()
     try:
-        iam = server.client("iam")
-        iam.create_user(UserName="revoked")
-        keys = iam.create_access_key(UserName="revoked")["AccessKey"]
+        server.client("kms").create_key()
         stop(server)
-        old = server.dir.parent / f"{server.dir.name}-metadata-old"
-        shutil.copy(server.dir / "metadata.redb", old)
+        anchor = server.dir / "audit-anchor.sealed"
+        old = server.dir.parent / f"{server.dir.name}-anchor-old"
+        shutil.copy(anchor, old)
         server.start()
-        server.client("iam").delete_access_key(UserName="revoked", AccessKeyId=keys["AccessKeyId"])
         for _ in range(3):
             server.client("kms").list_keys()
         stop(server)
-        # The older store (in which the deleted access key still exists) put back: refused.
-        shutil.copy(old, server.dir / "metadata.redb")
+        # The older anchor put back: the signed head is ahead of it.
+        shutil.copy(old, anchor)
         with pytest.raises(AssertionError):
             server.start()
         assert "older than the audit log" in open(server.log.name).read()
+        # An edited anchor is refused as any tampered record is.
+        data = bytearray(anchor.read_bytes())
+        data[-3] ^= 1
+        anchor.write_bytes(bytes(data))
+        with pytest.raises(AssertionError):
+            server.start()
+        assert "integrity" in open(server.log.name).read()
     finally:
         server.stop()

@@ -73,7 +73,6 @@ pub fn open(args: &DataDirArgs) -> Result<Opened, CliError> {
             .iter()
             .chain(atrest_s3::meta::SEALED_TABLES)
             .chain(atrest_volume::SEALED_TABLES)
-            .chain(&[crate::audit_anchor::TABLE])
             .copied()
             .collect();
         let sealed = seal

@@ -262,10 +262,9 @@ fn restore(data_dir: &Path, officer: &SecretBytes, from: &Path) -> Result<(), Cl
     }
     // The restored keystore must open for the officer who made the backup.
     officer::authenticate(&hsm_dir(data_dir), officer)?;
-    // The audit log is not in a backup: the restored data dir starts a new chain.
-    let database = redb::Database::open(data_dir.join("metadata.redb"))
-        .map_err(|error| CliError::Config(format!("opening the restored metadata: {error}")))?;
-    crate::audit_anchor::clear(&database).map_err(CliError::Config)?;
+    // The audit log (and its anchor) is not in a backup: the restored data dir starts a new
+    // chain.
+    crate::audit_anchor::clear(data_dir).map_err(CliError::Config)?;
     eprintln!(
         "atrest: restored {} files into {}",
         entries.len(),
@@ -300,8 +299,11 @@ pub fn reset_audit(
     }
     let hsm = crate::datadir::open_hsm(data)?;
     let seal = crate::datadir::existing_record_seal(data_dir, &hsm)?;
-    let anchored =
-        crate::audit_anchor::load(&database, seal.as_deref()).map_err(CliError::Config)?;
+    let anchor = crate::audit_anchor::FileAnchor::new(data_dir, seal);
+    let anchored = {
+        use atrest_audit::HeadAnchor as _;
+        anchor.load().map_err(CliError::Config)?
+    };
     let audit = crate::datadir::audit_dir(data);
     let aside = audit.join(format!("replaced-{}", unix_seconds()));
     if audit.exists() {
@@ -318,12 +320,9 @@ pub fn reset_audit(
             }
         }
     }
-    crate::audit_anchor::clear(&database).map_err(CliError::Config)?;
-    let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> =
-        std::sync::Arc::new(crate::audit_anchor::RedbAnchor {
-            database: std::sync::Arc::new(database),
-            seal,
-        });
+    crate::audit_anchor::clear(data_dir).map_err(CliError::Config)?;
+    drop(database);
+    let anchor: std::sync::Arc<dyn atrest_audit::HeadAnchor> = std::sync::Arc::new(anchor);
     let signer = atrest_audit::DigestSigner::open(&audit, hsm)?;
     let log = atrest_audit::AuditLog::open_anchored(
         &audit,

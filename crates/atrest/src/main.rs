@@ -134,7 +134,7 @@ fn serve_opened(
                 let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(&args.data), Arc::clone(&opened.hsm))?;
                 let rotate_bytes = args.audit_file_mib.max(1) << 20;
                 let anchor: Arc<dyn atrest_audit::HeadAnchor> =
-                    Arc::new(audit_anchor::RedbAnchor { database: Arc::clone(&opened.database), seal: opened.kms.record_seal() });
+                    Arc::new(audit_anchor::FileAnchor::new(&args.data.data_dir, opened.kms.record_seal()));
                 Some(atrest_audit::AuditLog::open_anchored(&datadir::audit_dir(&args.data), signer, rotate_bytes, Some(anchor))?)
             }
             cli::AuditLogSetting::Off => {
@@ -203,18 +203,12 @@ fn add_user(
 fn verify_audit(data: &cli::DataDirArgs) -> Result<(), CliError> {
     let hsm = datadir::open_hsm(data)?;
     let signer = atrest_audit::DigestSigner::open(&datadir::audit_dir(data), Arc::clone(&hsm))?;
-    // The anchor is read from the metadata store when no server holds it open.
-    let anchored = match redb::Database::open(data.data_dir.join("metadata.redb")) {
-        Ok(database) => {
-            let seal = datadir::existing_record_seal(&data.data_dir, &hsm)?;
-            audit_anchor::load(&database, seal.as_deref()).map_err(CliError::Config)?
-        }
-        Err(_) => {
-            eprintln!(
-                "atrest: the metadata store is in use; the log is checked without its anchor"
-            );
-            None
-        }
+    let seal = datadir::existing_record_seal(&data.data_dir, &hsm)?;
+    let anchored = {
+        use atrest_audit::HeadAnchor as _;
+        audit_anchor::FileAnchor::new(&data.data_dir, seal)
+            .load()
+            .map_err(CliError::Config)?
     };
     let report =
         atrest_audit::verify_anchored(&datadir::audit_dir(data), &signer, anchored.as_ref())?;

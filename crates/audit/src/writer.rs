@@ -179,7 +179,7 @@ impl AuditLog {
                 }
             }
             // The signed head is never ahead of the anchor (the anchor is written first): if
-            // it is, the metadata store is an older copy (rolled back).
+            // it is, the anchor is an older copy (rolled back).
             if let Some(head) = crate::chain::signed_head(dir, &signer)?
                 && anchored
                     .as_ref()
@@ -187,9 +187,9 @@ impl AuditLog {
             {
                 let anchored_seq = anchored.as_ref().map_or(0, |anchored| anchored.seq);
                 return Err(AuditError::Anchor(format!(
-                    "the metadata store is older than the audit log: it anchors record \
+                    "the audit anchor is older than the audit log: it anchors record \
                      {anchored_seq}, but the log's signed head is record {}. It was rolled back \
-                     (or copied from an older backup); restore the current one",
+                     (or copied from an older data dir); restore the current one",
                     head.seq
                 )));
             }
