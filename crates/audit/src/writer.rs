@@ -376,7 +376,14 @@ impl Shared {
                 continue; // the new file comes padded
             }
             if let Err(error) = self.keep_padding_ahead(written_end, &mut allocated) {
-                tracing::error!(%error, "could not extend the audit log's padding");
+                // The disk cannot take the log's next reserve: fail closed now, while the
+                // reserve still holds what was acknowledged, rather than let other writers
+                // (the metadata store) run into the full disk first.
+                let message = format!("the disk cannot take the audit log's reserve: {error}");
+                tracing::error!(%message, "requests are refused until the log can be written again");
+                self.lock().failed = Some(message);
+                self.unavailable
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
