@@ -32,10 +32,11 @@ class StreamingSigner(S3SigV4Auth):
         return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 
-def stream_body(port, method, path, headers, first, filler, total):
-    """Sends `first`, then `filler` until `total` bytes went out or the server hung up; returns
-    the response status and body (None if the server closed without one)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def stream_body(port, method, path, headers, first, filler, total, last=b""):
+    """Sends `first`, then `filler` (cut short at the end) until `total` bytes went out, then
+    `last`, or until the server hung up; returns the response status and body (None if the
+    server closed without one) and the bytes sent."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     connection.putrequest(method, path, skip_accept_encoding=True, skip_host=True)
     for name, value in headers.items():
         connection.putheader(name, value)
@@ -45,8 +46,10 @@ def stream_body(port, method, path, headers, first, filler, total):
         connection.send(first)
         sent = len(first)
         while sent < total:
-            connection.send(filler)
-            sent += len(filler)
+            chunk = filler[:total - sent]
+            connection.send(chunk)
+            sent += len(chunk)
+        connection.send(last)
     except (BrokenPipeError, ConnectionResetError, socket.timeout):
         pass
     try:
@@ -100,29 +103,9 @@ def post_streamed(server, fields, file_bytes):
     headers = {"Host": f"127.0.0.1:{server.port}",
                "Content-Type": f"multipart/form-data; boundary={boundary}",
                "Content-Length": str(len(head) + file_bytes + len(tail))}
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    connection.putrequest("POST", "/forms", skip_accept_encoding=True, skip_host=True)
-    for name, value in headers.items():
-        connection.putheader(name, value)
-    connection.endheaders()
-    sent = 0
-    try:
-        connection.send(head)
-        filler = b"\0" * MIB
-        while sent < file_bytes:
-            piece = filler[:min(MIB, file_bytes - sent)]
-            connection.send(piece)
-            sent += len(piece)
-        connection.send(tail)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    try:
-        response = connection.getresponse()
-        return response.status, response.read(), sent
-    except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
-        return None, None, sent
-    finally:
-        connection.close()
+    status, response, sent = stream_body(server.port, "POST", "/forms", headers, head,
+                                         b"\0" * MIB, len(head) + file_bytes, last=tail)
+    return status, response, max(0, sent - len(head))
 
 
 def test_form_uploads_never_hold_the_file_in_memory(s3_server):
